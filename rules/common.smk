@@ -1,0 +1,119 @@
+# Config helpers and input functions. Everything computed lives in the `soft` package;
+# this file only maps wildcards to paths and settings.
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+
+from soft.config import (
+    BASE_MODEL_EXP,
+    check_pool_sizes,
+    evaluation_settings,
+    load_schema,
+    resolve_experiments,
+    rule_resources,
+)
+from soft.errors import SoftError
+from soft.principles import load_exemplars
+from soft.records import read_prompts
+
+
+wildcard_constraints:
+    exp=r"[A-Za-z][A-Za-z0-9_-]*",
+    k=r"\d+",
+
+
+# Resolve and check the whole config before any job starts: a bad value or a bad input
+# file fails here, with one message, rather than hours into the chain.
+SCHEMA = load_schema(Path(workflow.basedir) / "config" / "schema" / "config.schema.yaml")
+try:
+    EXPERIMENTS = resolve_experiments(config, SCHEMA)
+    PROMPT_POOL = read_prompts(config["prompts"])
+    EXEMPLAR_POOL = load_exemplars(config["exemplars"])
+    check_pool_sizes(EXPERIMENTS, len(PROMPT_POOL), len(EXEMPLAR_POOL),
+                     config["prompts"], config["exemplars"])
+    EVALUATION = evaluation_settings(config, SCHEMA)
+except SoftError as e:
+    raise WorkflowError(f"invalid configuration: {e}")
+
+SEED = config.get("seed", 0)
+BASE_MODEL_DIR = f"resources/models/{config['base_model']['name']}"
+BENCHMARK_DIR = "resources/benchmarks"
+
+
+def resources_of(rule_name):
+    return rule_resources(config, rule_name, SCHEMA)
+
+
+def experiment(wildcards):
+    return EXPERIMENTS[wildcards.exp]
+
+
+def round_of(wildcards):
+    """The round number, checked against the experiment's chain length."""
+    k = int(wildcards.k)
+    if wildcards.exp != BASE_MODEL_EXP:
+        rounds = EXPERIMENTS[wildcards.exp]["rounds"]
+        if k > rounds:
+            raise WorkflowError(f"experiment '{wildcards.exp}' has {rounds} rounds; round {k} does not exist")
+    return k
+
+
+def model_dir(exp, k):
+    """Round 0 is the base model itself, reached here and never copied."""
+    return BASE_MODEL_DIR if int(k) == 0 else f"results/{exp}/models/round{k}"
+
+
+def generation_model(wildcards):
+    k = round_of(wildcards)
+    if k < 1:
+        raise WorkflowError("generation rounds start at 1 (round 0 is the base model)")
+    return model_dir(wildcards.exp, k - 1)
+
+
+def train_init_model(wildcards):
+    k = round_of(wildcards)
+    if experiment(wildcards)["train"]["init"] == "base":
+        return BASE_MODEL_DIR
+    return model_dir(wildcards.exp, k - 1)
+
+
+def eval_model(wildcards):
+    return model_dir(wildcards.exp, round_of(wildcards))
+
+
+def eval_path(exp, k):
+    """Round 0 is evaluated once, under BASE_MODEL_EXP, and shared by every experiment."""
+    return f"results/{BASE_MODEL_EXP}/eval/round0.json" if k == 0 else f"results/{exp}/eval/round{k}.json"
+
+
+def cumulative_prompts(exp, k):
+    from soft.config import round_sizes
+
+    cfg = EXPERIMENTS[exp]
+    return sum(round_sizes(cfg["prompt_budget"], cfg["rounds"])[:k])
+
+
+def eval_table_entries():
+    """(experiment, round, cumulative training prompts, eval JSON) for every point of the table."""
+    return [
+        (exp, k, cumulative_prompts(exp, k), eval_path(exp, k))
+        for exp, cfg in EXPERIMENTS.items()
+        for k in range(cfg["rounds"] + 1)
+    ]
+
+
+def filter_stats_paths():
+    return [
+        f"results/{exp}/data/round{k}_filter.json"
+        for exp, cfg in EXPERIMENTS.items()
+        for k in range(1, cfg["rounds"] + 1)
+    ]
+
+
+def final_outputs():
+    return [
+        "results/tables/metrics.csv",
+        "results/tables/metrics.md",
+        "results/figures/metric_vs_round.png",
+        "results/figures/metric_vs_round.pdf",
+    ]

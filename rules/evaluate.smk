@@ -1,0 +1,23 @@
+# lm-eval on local benchmark tasks. Round 0 (the base model) is evaluated once, as
+# results/base_model/eval/round0.json, and shared by every experiment.
+
+
+rule evaluate_model:
+    input:
+        model=eval_model,
+        benchmarks=BENCHMARK_DIR,
+    output:
+        "results/{exp}/eval/round{k}.json",
+    params:
+        settings=EVALUATION,
+        seed=SEED,
+    log:
+        "logs/{exp}/evaluate_model/round{k}.log",
+    benchmark:
+        "benchmarks/{exp}/evaluate_model/round{k}.tsv"
+    threads: resources_of("evaluate_model")["threads"]
+    resources:
+        mem_mb=resources_of("evaluate_model")["mem_mb"],
+        gpu=resources_of("evaluate_model")["gpu"],
+    script:
+        "../workflow/scripts/evaluate_model.py"

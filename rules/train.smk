@@ -1,0 +1,26 @@
+# Principle engraving: fine-tune on round k's filtered answers, starting from round k-1
+# (train.init: previous) or from the base model (train.init: base).
+
+
+rule train_model:
+    input:
+        data="results/{exp}/data/round{k}.jsonl",
+        init=train_init_model,
+        principles=config["principles"],
+    output:
+        directory("results/{exp}/models/round{k}"),
+    params:
+        settings=lambda w: experiment(w)["train"],
+        round=round_of,
+        seed=SEED,
+        work_dir=lambda w: f"results/{w.exp}/train_work/round{w.k}",
+    log:
+        "logs/{exp}/train_model/round{k}.log",
+    benchmark:
+        "benchmarks/{exp}/train_model/round{k}.tsv"
+    threads: resources_of("train_model")["threads"]
+    resources:
+        mem_mb=resources_of("train_model")["mem_mb"],
+        gpu=resources_of("train_model")["gpu"],
+    script:
+        "../workflow/scripts/train_model.py"

@@ -1,0 +1,126 @@
+"""Config loading: schema validation, default filling, experiment resolution, cross-field checks.
+
+The Snakefile validates the raw config against config/schema/config.schema.yaml; this
+module turns it into one fully resolved settings dict per experiment (schema defaults <-
+`defaults` <- the experiment's overrides) and checks what a schema cannot express.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from soft.errors import SoftError
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema" / "config.schema.yaml"
+# Round 0's evaluation lives under this name, shared by every experiment.
+BASE_MODEL_EXP = "base_model"
+
+
+def load_schema(path: Path = SCHEMA_PATH) -> dict:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def validate_schema(config: dict, schema: dict | None = None) -> None:
+    """Raise SoftError naming the first offending key path."""
+    schema = schema or load_schema()
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        err = errors[0]
+        # oneOf errors hide the useful message in their context: take the closest branch.
+        if err.context:
+            err = min(err.context, key=lambda e: (len(e.absolute_path) * -1, len(e.message)))
+        key = ".".join(str(p) for p in err.absolute_path) or "(top level)"
+        raise SoftError(f"config key '{key}': {err.message}")
+
+
+def schema_defaults(node: dict, defs: dict) -> Any:
+    """The default value tree that a schema node describes (objects recurse)."""
+    if "$ref" in node:
+        node = {**defs[node["$ref"].split("/")[-1]], **{k: v for k, v in node.items() if k != "$ref"}}
+    if node.get("type") == "object" and "properties" in node:
+        out = {}
+        for name, sub in node["properties"].items():
+            value = schema_defaults(sub, defs)
+            if value is not None:
+                out[name] = value
+        return out
+    return copy.deepcopy(node.get("default"))
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in (override or {}).items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def resolve_experiments(config: dict, schema: dict | None = None) -> dict[str, dict]:
+    """Experiment name -> fully resolved settings (schema defaults <- defaults <- overrides)."""
+    schema = schema or load_schema()
+    defs = schema["$defs"]
+    base = deep_merge(schema_defaults(defs["experiment"], defs), config.get("defaults") or {})
+    experiments = {}
+    for name, override in config["experiments"].items():
+        exp = deep_merge(base, override or {})
+        check_experiment(name, exp)
+        experiments[name] = exp
+    return experiments
+
+
+def check_experiment(name: str, exp: dict) -> None:
+    key = f"experiments.{name}"
+    if exp["rounds"] > exp["prompt_budget"]:
+        raise SoftError(
+            f"config key '{key}.rounds': {exp['rounds']} rounds need at least that many prompts, "
+            f"but prompt_budget is {exp['prompt_budget']}"
+        )
+
+
+def check_pool_sizes(experiments: dict[str, dict], n_prompts: int, n_exemplars: int,
+                     prompts_file: str, exemplars_file: str) -> None:
+    """Checks that need the input files: budget fits the pool, shots fit the exemplars."""
+    for name, exp in experiments.items():
+        if exp["prompt_budget"] > n_prompts:
+            raise SoftError(
+                f"config key 'experiments.{name}.prompt_budget': {exp['prompt_budget']} prompts "
+                f"asked but {prompts_file} holds only {n_prompts}"
+            )
+        if exp["generation"]["shots"] > n_exemplars:
+            raise SoftError(
+                f"config key 'experiments.{name}.generation.shots': {exp['generation']['shots']} "
+                f"exemplars per prompt but {exemplars_file} holds only {n_exemplars}"
+            )
+
+
+def rule_resources(config: dict, rule: str, schema: dict | None = None) -> dict:
+    schema = schema or load_schema()
+    defs = schema["$defs"]
+    default = schema_defaults(defs["rule_resources"], defs)
+    return deep_merge(default, (config.get("resources") or {}).get(rule) or {})
+
+
+def evaluation_settings(config: dict, schema: dict | None = None) -> dict:
+    schema = schema or load_schema()
+    default = schema_defaults(schema["properties"]["evaluation"], schema["$defs"])
+    return deep_merge(default, config.get("evaluation") or {})
+
+
+def config_hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def round_sizes(prompt_budget: int, rounds: int) -> list[int]:
+    """Prompts per round: as equal as possible, earlier rounds take the remainder."""
+    q, r = divmod(prompt_budget, rounds)
+    return [q + (1 if i < r else 0) for i in range(rounds)]

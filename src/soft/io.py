@@ -1,0 +1,153 @@
+"""Atomic file output and validated JSONL input.
+
+Every output is first written under a temporary name in the same folder and renamed
+into place when complete, so a killed job never leaves a file that a later rule trusts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+from soft.errors import SoftError
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, is_dir: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling of `path`; rename it onto `path` when the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if is_dir:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    else:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp = Path(name)
+    try:
+        yield tmp
+        if is_dir and path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def dumps_json(obj: Any) -> str:
+    """Stable JSON: sorted keys, so equal content gives equal bytes."""
+    return json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    write_text(path, dumps_json(obj))
+
+
+def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> None:
+    lines = [json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in records]
+    write_text(path, "".join(lines))
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    path = Path(path)
+    text = _read_utf8(path)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise SoftError(f"{path}: line {e.lineno}: not valid JSON ({e.msg})") from None
+
+
+def _read_utf8(path: Path) -> str:
+    if not path.is_file():
+        raise SoftError(f"{path}: file not found")
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[: e.start].count(b"\n") + 1
+        raise SoftError(f"{path}: line {line}: not valid UTF-8") from None
+
+
+# A record field spec: name -> (type or tuple of types, required)
+FieldSpec = dict[str, tuple[type | tuple[type, ...], bool]]
+
+MAX_LINE_CHARS = 1_000_000
+
+
+def read_jsonl(
+    path: str | os.PathLike,
+    fields: FieldSpec,
+    *,
+    allow_empty: bool = False,
+    non_empty: Iterable[str] = (),
+    check: Callable[[dict], str | None] | None = None,
+) -> list[dict]:
+    """Read and validate a JSONL file: one object per line, typed fields, unique `id`.
+
+    Errors name the file, the line and the field. Blank lines are skipped.
+    """
+    path = Path(path)
+    text = _read_utf8(path)
+    non_empty = set(non_empty)
+    records: list[dict] = []
+    seen: dict[str, int] = {}
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}: line {lineno}"
+        if len(line) > MAX_LINE_CHARS:
+            raise SoftError(f"{where}: line is {len(line)} characters long (limit {MAX_LINE_CHARS})")
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise SoftError(f"{where}: not valid JSON ({e.msg})") from None
+        if not isinstance(rec, dict):
+            raise SoftError(f"{where}: expected a JSON object, got {type(rec).__name__}")
+        for name, (types, required) in fields.items():
+            if name not in rec:
+                if required:
+                    raise SoftError(f"{where}: missing field '{name}'")
+                continue
+            value = rec[name]
+            if not isinstance(value, types) or (isinstance(value, bool) and bool not in _as_tuple(types)):
+                want = " or ".join(t.__name__ for t in _as_tuple(types))
+                raise SoftError(f"{where}: field '{name}' must be {want}, got {type(value).__name__}")
+            if name in non_empty and isinstance(value, str) and not value.strip():
+                raise SoftError(f"{where}: field '{name}' is empty")
+        if "id" in rec:
+            rid = rec["id"]
+            if rid in seen:
+                raise SoftError(f"{where}: duplicate id '{rid}' (first on line {seen[rid]})")
+            seen[rid] = lineno
+        if check is not None:
+            problem = check(rec)
+            if problem:
+                raise SoftError(f"{where}: {problem}")
+        records.append(rec)
+    if not records and not allow_empty:
+        raise SoftError(f"{path}: no records (the file is empty)")
+    return records
+
+
+def _as_tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
+    return types if isinstance(types, tuple) else (types,)
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

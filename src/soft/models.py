@@ -1,0 +1,60 @@
+"""Loading model folders: the one place that decides device, dtype and safety flags."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from soft.errors import SoftError
+
+log = logging.getLogger(__name__)
+
+
+def pick_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def pick_dtype(device: str):
+    """fp32 on CPU (bf16 matmul is ~400x slower there), bf16 on GPUs that support it."""
+    import torch
+
+    if device == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def check_model_dir(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.is_dir():
+        raise SoftError(f"{path}: model folder not found")
+    if not (path / "config.json").is_file():
+        raise SoftError(f"{path}: not a model folder (no config.json)")
+    if not any(path.glob("*.safetensors")):
+        raise SoftError(f"{path}: no *.safetensors weights (only safetensors are loaded)")
+    return path
+
+
+def load_tokenizer(path: str | Path, padding_side: str = "left"):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
+    tok.padding_side = padding_side
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_causal_lm(path: str | Path, device: str | None = None):
+    from transformers import AutoModelForCausalLM
+
+    path = check_model_dir(path)
+    device = device or pick_device()
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            str(path), dtype=pick_dtype(device), use_safetensors=True, trust_remote_code=False
+        )
+    except (OSError, ValueError, RuntimeError) as e:
+        raise SoftError(f"{path}: cannot load the model ({str(e).splitlines()[0]})") from None
+    return model.to(device)

@@ -1,0 +1,50 @@
+"""Record layouts of every JSONL file in the chain, and their validating readers.
+
+Every record carries an `id` that survives all stages (prompt -> generation -> filtered
+answer), so any answer can be traced back to its prompt, round, seed and exemplars.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from soft.io import FieldSpec, read_jsonl
+
+PROMPT_FIELDS: FieldSpec = {"id": (str, True), "prompt": (str, True), "category": (str, False)}
+
+GENERATION_FIELDS: FieldSpec = {
+    **PROMPT_FIELDS,
+    "round": (int, True),
+    "seed": (int, True),
+    "exemplar_ids": (list, True),
+    "continuation": (str, True),
+}
+
+TRAINING_FIELDS: FieldSpec = {
+    "id": (str, True),
+    "prompt": (str, True),
+    "response": (str, True),
+    "round": (int, True),
+    "seed": (int, True),
+    "exemplar_ids": (list, True),
+}
+
+
+def _exemplar_ids_are_strings(rec: dict) -> str | None:
+    if not all(isinstance(x, str) for x in rec.get("exemplar_ids", [])):
+        return "field 'exemplar_ids' must be a list of strings"
+    return None
+
+
+def read_prompts(path: str | Path, allow_empty: bool = False) -> list[dict]:
+    return read_jsonl(path, PROMPT_FIELDS, non_empty=["id", "prompt"], allow_empty=allow_empty)
+
+
+def read_generations(path: str | Path) -> list[dict]:
+    return read_jsonl(path, GENERATION_FIELDS, non_empty=["id", "prompt"],
+                      check=_exemplar_ids_are_strings)
+
+
+def read_training_data(path: str | Path) -> list[dict]:
+    return read_jsonl(path, TRAINING_FIELDS, non_empty=["id", "prompt", "response"],
+                      check=_exemplar_ids_are_strings)
