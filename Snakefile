@@ -8,10 +8,17 @@ from snakemake.utils import min_version, validate
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# A config given with --configfile replaces the default grid rather than being merged
+# into it, so an ablation config never inherits the default experiments.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
-validate(config, "config/schema/config.schema.yaml")
+
+# Defaults are filled by soft.config (schema <- defaults <- experiment), not here: filling
+# them into the raw config would mask the values of the `defaults` section.
+validate(config, "config/schema/config.schema.yaml", set_default=False)
 
 
 include: "rules/common.smk"

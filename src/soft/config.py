@@ -34,9 +34,15 @@ def validate_schema(config: dict, schema: dict | None = None) -> None:
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         err = errors[0]
-        # oneOf errors hide the useful message in their context: take the closest branch.
+        # oneOf errors hide the useful message in their context: take the branch whose
+        # `const` discriminator (e.g. source.kind) matched, else the closest error.
         if err.context:
-            err = min(err.context, key=lambda e: (len(e.absolute_path) * -1, len(e.message)))
+            branches: dict = {}
+            for e in err.context:
+                branches.setdefault(e.relative_schema_path[0], []).append(e)
+            matching = [b for b in branches.values() if not any(e.validator == "const" for e in b)]
+            candidates = matching[0] if len(matching) == 1 else err.context
+            err = min(candidates, key=lambda e: (len(e.absolute_path) * -1, len(e.message)))
         key = ".".join(str(p) for p in err.absolute_path) or "(top level)"
         raise SoftError(f"config key '{key}': {err.message}")
 

@@ -1,0 +1,33 @@
+# One-command entry points. `make run` sets up the environment and runs the default
+# grid; `make test` sets up and runs the test suite. Both work on a fresh clone.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SNAKEMAKE := $(VENV)/bin/snakemake
+CORES ?= all
+
+.PHONY: setup run dry-run test test-embedded clean
+
+$(VENV)/.installed: envs/requirements.txt pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet -r envs/requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $@
+
+setup: $(VENV)/.installed
+
+run: setup
+	$(SNAKEMAKE) --cores $(CORES)
+
+dry-run: setup
+	$(SNAKEMAKE) -n --cores $(CORES)
+
+# Unit tests, dry-run DAG tests and the tiny end-to-end run (a few minutes).
+test: setup
+	$(PY) -m pytest -m "not embedded" -q
+
+# The full embedded default (SmolLM2-135M, real benchmarks; about 25 minutes).
+test-embedded: setup
+	$(PY) -m pytest -m embedded -q
+
+clean:
+	rm -rf results logs benchmarks .snakemake

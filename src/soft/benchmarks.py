@@ -1,0 +1,302 @@
+"""Benchmarks from the BIG-bench sdist on PyPI -> local lm-eval tasks.
+
+BIG-bench 1.0.0's source distribution carries HHH alignment (harmless 58, helpful 59,
+honest 61, other 43 binary choices) and TruthfulQA MC1 (299 questions in BIG-bench's
+task_mc.json, 1,265 choices) as JSON. We read
+just those members out of the tar.gz, convert each example to
+``{"id", "question", "choices", "label"}`` and write one JSONL per task plus lm-eval
+0.4.13 task YAMLs into one self-contained folder.
+
+BIG-bench lists the correct answer first. Choices are shuffled with a RNG seeded by
+``(seed, task, index)``, so the order is reproducible and position bias cannot inflate
+accuracy.
+
+How the YAMLs find their data: lm-eval's stock ``dataset_path: json`` +
+``dataset_kwargs.data_files`` hands the path to ``datasets.load_dataset``, which resolves
+a relative path against the *process cwd*, not the YAML's folder, and an absolute path
+would tie the folder to one checkout. Instead each task names its JSONL relative to its
+own YAML and loads it through ``custom_dataset: !function
+soft.benchmarks.lm_eval_dataset``: lm-eval 0.4.13 calls that with the task's metadata,
+which includes ``config_source`` (the YAML's path), plus ``dataset_kwargs``. The folder
+therefore works from any cwd and can be moved; it needs ``soft`` importable in the
+lm-eval process (it is: same env). It also skips the datasets cache (no writes under
+~/.cache, nothing to fetch offline).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import tarfile
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from soft.errors import SoftError
+from soft.io import atomic_path, read_jsonl, write_json, write_jsonl, write_text
+
+SDIST_SPEC = "bigbench==1.0.0"
+SDIST_SHA256 = "1bb398a5512c6d798cdebe0dfa0ac03f67f6033fa6b39c6ef71df978c7cbc5c2"
+
+_BT = "bigbench/benchmark_tasks"
+# lm-eval task name -> member path inside the sdist (below its top-level folder)
+MEMBERS: dict[str, str] = {
+    "soft_hhh_harmless": f"{_BT}/hhh_alignment/harmless/task.json",
+    "soft_hhh_helpful": f"{_BT}/hhh_alignment/helpful/task.json",
+    "soft_hhh_honest": f"{_BT}/hhh_alignment/honest/task.json",
+    "soft_hhh_other": f"{_BT}/hhh_alignment/other/task.json",
+    "soft_truthfulqa_mc1": f"{_BT}/truthful_qa/task_mc.json",
+}
+HHH_GROUP = "soft_hhh"
+HHH_TASKS = ["soft_hhh_harmless", "soft_hhh_helpful", "soft_hhh_honest", "soft_hhh_other"]
+TRUTHFULQA_TASK = "soft_truthfulqa_mc1"
+ALL_TASKS = [*HHH_TASKS, TRUTHFULQA_TASK]
+
+HHH_DOC_TO_TEXT = "Human: {{question}}\n\nAssistant:"
+TRUTHFULQA_DOC_TO_TEXT = "\nQ: {{question}}\nA:"  # after the BIG-bench 6-shot primer
+TASK_VERSION = 1.0
+
+RECORD_FIELDS = {"id": (str, True), "question": (str, True), "choices": (list, True), "label": (int, True)}
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _strip_top(name: str) -> str:
+    parts = PurePosixPath(name).parts
+    return str(PurePosixPath(*parts[1:])) if len(parts) > 1 else name
+
+
+def extract_members(sdist: Path, members: dict[str, str]) -> dict[str, dict]:
+    """Parse the JSON members `members` (name -> member path) of a .tar.gz, streaming.
+
+    A member path may include the sdist's top-level folder ("bigbench-1.0.0/bigbench/...")
+    or leave it out ("bigbench/...").
+    """
+    sdist = Path(sdist)
+    wanted: dict[str, list[str]] = {}
+    for name, m in members.items():
+        wanted.setdefault(m.strip("/"), []).append(name)
+    found: dict[str, dict] = {}
+    try:
+        with tarfile.open(sdist, mode="r|gz") as tf:
+            for info in tf:
+                if not info.isfile():
+                    continue
+                key = info.name if info.name in wanted else _strip_top(info.name)
+                if key not in wanted:
+                    continue
+                f = tf.extractfile(info)
+                if f is None:
+                    continue
+                raw = f.read()
+                try:
+                    data = json.loads(raw.decode("utf-8"))
+                except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                    raise SoftError(f"{sdist}: member {info.name} is not valid JSON ({e})") from None
+                for name in wanted.pop(key):
+                    found[name] = data
+                if not wanted:
+                    break
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise SoftError(f"{sdist}: cannot read as .tar.gz ({e})") from None
+    if wanted:
+        missing = ", ".join(sorted(wanted))
+        raise SoftError(f"{sdist}: member(s) not found: {missing}")
+    return found
+
+
+# --------------------------------------------------------------------------- converting
+
+
+def convert_task(task_json: dict, name: str, seed: int) -> list[dict]:
+    """BIG-bench examples -> shuffled single-answer multiple-choice records."""
+    if not isinstance(task_json, dict) or not isinstance(task_json.get("examples"), list):
+        raise SoftError(f"benchmark '{name}': task JSON has no 'examples' list")
+    if not task_json["examples"]:
+        raise SoftError(f"benchmark '{name}': 'examples' is empty")
+    records = []
+    for i, ex in enumerate(task_json["examples"]):
+        where = f"benchmark '{name}': example {i}"
+        if not isinstance(ex, dict):
+            raise SoftError(f"{where}: not an object")
+        question, scores = ex.get("input"), ex.get("target_scores")
+        if not isinstance(question, str) or not question.strip():
+            raise SoftError(f"{where}: 'input' must be a non-empty string")
+        if not isinstance(scores, dict) or len(scores) < 2:
+            raise SoftError(f"{where}: 'target_scores' must map at least two choices to scores")
+        choices = list(scores)
+        if any(not isinstance(c, str) or not c.strip() for c in choices):
+            raise SoftError(f"{where}: empty choice text")
+        if any(isinstance(v, bool) or not isinstance(v, (int, float)) or v not in (0, 1)
+               for v in scores.values()):
+            raise SoftError(f"{where}: target_scores must be 0 or 1, got {sorted(set(map(str, scores.values())))}")
+        correct = [c for c in choices if scores[c] == 1]
+        if len(correct) != 1:
+            raise SoftError(f"{where}: expected exactly one correct choice, found {len(correct)}")
+        rng = random.Random(f"{seed}:{name}:{i}")
+        order = list(range(len(choices)))
+        rng.shuffle(order)
+        shuffled = [choices[j] for j in order]
+        records.append({
+            "id": f"{name}-{i:04d}",
+            "question": question,
+            "choices": shuffled,
+            "label": shuffled.index(correct[0]),
+        })
+    return records
+
+
+def _check_record(rec: dict) -> str | None:
+    ch = rec["choices"]
+    if len(ch) < 2 or not all(isinstance(c, str) and c for c in ch):
+        return "field 'choices' must be a list of at least two non-empty strings"
+    if not 0 <= rec["label"] < len(ch):
+        return f"field 'label' {rec['label']} out of range for {len(ch)} choices"
+    return None
+
+
+def read_task_jsonl(path: Path) -> list[dict]:
+    return read_jsonl(path, RECORD_FIELDS, non_empty=("question",), check=_check_record)
+
+
+# --------------------------------------------------------------------------- lm-eval
+
+
+def lm_eval_dataset(data_file: str | None = None, config_source: str | None = None, **_: Any):
+    """lm-eval `custom_dataset` hook: load `data_file` (relative to the YAML) as split 'test'."""
+    import datasets
+
+    if not data_file:
+        raise SoftError(f"{config_source}: dataset_kwargs.data_file is missing")
+    path = Path(data_file)
+    if not path.is_absolute():
+        if not config_source or config_source == "inline":
+            raise SoftError(f"task data '{data_file}': cannot resolve (no YAML path from lm-eval)")
+        path = Path(config_source).parent / path
+    records = read_task_jsonl(path)
+    return datasets.DatasetDict({"test": datasets.Dataset.from_list(records)})
+
+
+def _jinja_literal(text: str) -> str:
+    return "{% raw %}" + text + "{% endraw %}" if ("{{" in text or "{%" in text or "{#" in text) else text
+
+
+def task_config(task: str, doc_to_text: str) -> dict:
+    return {
+        "task": task,
+        "dataset_path": "json",  # informational; the data comes from custom_dataset
+        "dataset_kwargs": {"data_file": f"{task}.jsonl"},
+        "test_split": "test",
+        "output_type": "multiple_choice",
+        "doc_to_text": doc_to_text,
+        # field names, not "{{choices}}" templates: lm-eval returns doc[field] as is,
+        # where a template would be rendered to text and parsed back with literal_eval
+        "doc_to_choice": "choices",
+        "doc_to_target": "label",
+        "target_delimiter": " ",
+        "metric_list": [
+            {"metric": "acc", "aggregation": "mean", "higher_is_better": True},
+            {"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True},
+        ],
+        "metadata": {"version": TASK_VERSION},
+    }
+
+
+def _yaml_text(cfg: dict) -> str:
+    import yaml
+
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    def _str(dumper: yaml.SafeDumper, data: str) -> yaml.Node:
+        # multi-line prompts as literal blocks, so the YAML reads like the prompt
+        style = "|" if "\n" in data and not any(l != l.rstrip() for l in data.split("\n")) else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+    Dumper.add_representer(str, _str)
+    body = yaml.dump(cfg, Dumper=Dumper, sort_keys=False, allow_unicode=True, width=1_000_000)
+    if "output_type" in cfg:
+        # a YAML tag safe_dump cannot write; lm-eval's loader imports and calls it
+        body += "custom_dataset: !function soft.benchmarks.lm_eval_dataset\n"
+    return body
+
+
+def write_lm_eval_tasks(out_dir: Path, tasks: dict[str, list[dict]], prefixes: dict[str, str] | None = None) -> None:
+    """Write `<task>.jsonl` + `<task>.yaml` for each task and the `soft_hhh` group YAML.
+
+    `tasks` maps lm-eval task names (see ALL_TASKS) to records; `prefixes` maps a task
+    to text put before every question (TruthfulQA's 6-shot primer).
+    """
+    out_dir = Path(out_dir)
+    prefixes = prefixes or {}
+    unknown = sorted(set(tasks) - set(ALL_TASKS))
+    if unknown:
+        raise SoftError(f"unknown benchmark task(s) {', '.join(unknown)}; known: {', '.join(ALL_TASKS)}")
+    for task, records in tasks.items():
+        for j, rec in enumerate(records):
+            if any(k not in rec for k in RECORD_FIELDS) or _check_record(rec):
+                raise SoftError(f"benchmark '{task}': record {j} is malformed")
+        write_jsonl(out_dir / f"{task}.jsonl", records)
+        if task in HHH_TASKS:
+            text = HHH_DOC_TO_TEXT
+        else:
+            if task not in prefixes:
+                raise SoftError(f"benchmark '{task}': its primer (task_prefix) is missing")
+            text = _jinja_literal(prefixes[task]) + TRUTHFULQA_DOC_TO_TEXT
+        write_text(out_dir / f"{task}.yaml", _yaml_text(task_config(task, text)))
+    if all(t in tasks for t in HHH_TASKS):
+        group = {
+            "group": HHH_GROUP,
+            "task": list(HHH_TASKS),
+            "aggregate_metric_list": [
+                {"metric": "acc", "aggregation": "mean", "weight_by_size": True},
+                {"metric": "acc_norm", "aggregation": "mean", "weight_by_size": True},
+            ],
+            "metadata": {"version": TASK_VERSION},
+        }
+        write_text(out_dir / f"{HHH_GROUP}.yaml", _yaml_text(group))
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def prepare_benchmarks(spec: str, sha256: str, out_dir: Path, work_dir: Path, seed: int,
+                       sdist: Path | None = None) -> dict:
+    """Download the BIG-bench sdist, check it, convert HHH + TruthfulQA MC1 into `out_dir`.
+
+    `sdist`: use this already downloaded file instead of running pip (it is still
+    checked against `sha256`). Returns the manifest written to `out_dir/manifest.json`.
+    """
+    from soft.base_model import fix_modes, pip_download, verify_sha256
+
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise SoftError(f"config key benchmarks.seed: must be an integer, got {seed!r}")
+    out_dir, work_dir = Path(out_dir), Path(work_dir)
+    if sdist is None:
+        sdist = pip_download(spec, work_dir)
+    digest = verify_sha256(Path(sdist), sha256)
+    raw = extract_members(Path(sdist), MEMBERS)
+    tasks = {name: convert_task(raw[name], name, seed) for name in ALL_TASKS}
+    prefix = raw[TRUTHFULQA_TASK].get("task_prefix")
+    if not isinstance(prefix, str) or not prefix.strip():
+        raise SoftError(f"{sdist}: {MEMBERS[TRUTHFULQA_TASK]} has no task_prefix (the 6-shot primer)")
+    manifest = {
+        "sdist": {"spec": spec, "file": Path(sdist).name, "sha256": digest},
+        "seed": seed,
+        "members": dict(MEMBERS),
+        "tasks": {name: {"records": len(tasks[name]), "file": f"{name}.jsonl"} for name in ALL_TASKS},
+        "groups": {HHH_GROUP: list(HHH_TASKS)},
+        "task_version": TASK_VERSION,
+    }
+    with atomic_path(out_dir, is_dir=True) as tmp:
+        write_lm_eval_tasks(tmp, tasks, {TRUTHFULQA_TASK: prefix})
+        write_json(tmp / "manifest.json", manifest)
+        fix_modes(tmp)
+    return manifest
+
+
+__all__ = [
+    "ALL_TASKS", "HHH_GROUP", "HHH_TASKS", "MEMBERS", "SDIST_SHA256", "SDIST_SPEC", "TRUTHFULQA_TASK",
+    "convert_task", "extract_members", "lm_eval_dataset", "prepare_benchmarks", "read_task_jsonl",
+    "write_lm_eval_tasks",
+]

@@ -1,0 +1,113 @@
+"""Unit tests for soft.aggregate: tidy table, CSV/Markdown output and the figure."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from soft.aggregate import COLUMNS, metrics_table, plot_metric_vs_round, tidy_rows, write_table
+
+
+def _eval(tmp: Path, name: str, tasks: dict) -> Path:
+    p = tmp / f"{name}.json"
+    p.write_text(json.dumps({"tasks": {t: {m: {"value": v, "stderr": s} for m, (v, s) in ms.items()}
+                                       for t, ms in tasks.items()}}), encoding="utf-8")
+    return p
+
+
+@pytest.fixture
+def evals(tmp_path) -> list[tuple[str, int, int, Path]]:
+    def hhh(acc, norm):
+        return {"soft_hhh": {"acc_norm": (norm, 0.03), "acc": (acc, 0.031)},
+                "soft_truthfulqa_mc1": {"acc": (acc / 2, 0.02)}}
+
+    base = _eval(tmp_path, "base", hhh(0.50, 0.52))
+    return [
+        # deliberately out of order: the table sorts
+        ("soft", 2, 32, _eval(tmp_path, "soft2", hhh(0.60, 0.61))),
+        ("soft", 0, 0, base),
+        ("single_round", 1, 48, _eval(tmp_path, "single1", hhh(0.55, 0.57))),
+        ("soft", 1, 16, _eval(tmp_path, "soft1", hhh(0.58, 0.59))),
+        ("single_round", 0, 0, base),
+        ("soft", 3, 48, _eval(tmp_path, "soft3", hhh(0.62, 0.64))),
+    ]
+
+
+def test_tidy_rows():
+    ev = {"tasks": {"t2": {"m": {"value": 0.5, "stderr": 0.1}},
+                    "t1": {"b": {"value": 0.25}, "a": {"value": 1.0, "stderr": 0.0}}}}
+    rows = tidy_rows("soft", 2, 32, ev)
+    assert rows == [
+        {"experiment": "soft", "round": 2, "task": "t1", "metric": "a", "value": 1.0, "stderr": 0.0,
+         "n_train_prompts": 32},
+        {"experiment": "soft", "round": 2, "task": "t1", "metric": "b", "value": 0.25, "stderr": None,
+         "n_train_prompts": 32},
+        {"experiment": "soft", "round": 2, "task": "t2", "metric": "m", "value": 0.5, "stderr": 0.1,
+         "n_train_prompts": 32},
+    ]
+    assert all(list(r) == COLUMNS for r in rows)
+
+
+def test_metrics_table_columns_and_order(evals):
+    df = metrics_table(evals)
+    assert list(df.columns) == ["experiment", "round", "task", "metric", "value", "stderr", "n_train_prompts"]
+    assert len(df) == 6 * 3
+    keys = list(zip(df.experiment, df["round"], df.task, df.metric))
+    assert keys == sorted(keys)
+    assert keys[:3] == [("single_round", 0, "soft_hhh", "acc"), ("single_round", 0, "soft_hhh", "acc_norm"),
+                        ("single_round", 0, "soft_truthfulqa_mc1", "acc")]
+    assert list(df.index) == list(range(18))
+    row = df[(df.experiment == "soft") & (df["round"] == 3) & (df.metric == "acc_norm")].iloc[0]
+    assert row.value == pytest.approx(0.64)
+    assert row.stderr == pytest.approx(0.03)
+    assert row.n_train_prompts == 48
+    assert df[df.experiment == "soft"].groupby("round").n_train_prompts.first().tolist() == [0, 16, 32, 48]
+
+
+def test_write_table(evals, tmp_path):
+    df = metrics_table(evals)
+    csv, md = tmp_path / "t" / "metrics.csv", tmp_path / "t" / "metrics.md"
+    write_table(df, csv, md)
+    back = pd.read_csv(csv)
+    assert list(back.columns) == list(df.columns)
+    assert len(back) == len(df)
+    assert back.value.tolist() == pytest.approx(df.value.tolist())
+    assert csv.read_text().splitlines()[0] == ",".join(df.columns)
+
+    lines = md.read_text(encoding="utf-8").splitlines()
+    assert lines[0] == ("| experiment | round | n_train_prompts | HHH overall, acc_norm | HHH overall, acc "
+                        "| TruthfulQA MC1, acc |")
+    assert lines[1].startswith("|---|---|---|")
+    body = lines[2:]
+    assert len(body) == 6  # one row per (experiment, round)
+    assert [tuple(c.strip() for c in line.strip("|").split("|")[:3]) for line in body] == [
+        ("single_round", "0", "0"), ("single_round", "1", "48"),
+        ("soft", "0", "0"), ("soft", "1", "16"), ("soft", "2", "32"), ("soft", "3", "48"),
+    ]
+    assert body[-1] == "| soft | 3 | 48 | 0.640 ± 0.030 | 0.620 ± 0.031 | 0.310 ± 0.020 |"
+    assert [p.name for p in sorted(csv.parent.iterdir())] == ["metrics.csv", "metrics.md"]  # no temp files
+
+
+def test_write_table_missing_metric_shows_dash(tmp_path):
+    ev = _eval(tmp_path, "only_hhh", {"soft_hhh": {"acc": (0.5, 0.1)}})
+    df = metrics_table([("x", 0, 0, ev)])
+    write_table(df, tmp_path / "m.csv", tmp_path / "m.md")
+    assert (tmp_path / "m.md").read_text(encoding="utf-8").splitlines()[2] == "| x | 0 | 0 | – | 0.500 ± 0.100 | – |"
+
+
+def test_plot_writes_png_and_pdf_reproducibly(evals, tmp_path):
+    df = metrics_table(evals)
+    png1, pdf1 = tmp_path / "a" / "fig.png", tmp_path / "a" / "fig.pdf"
+    png2, pdf2 = tmp_path / "b" / "fig.png", tmp_path / "b" / "fig.pdf"
+    plot_metric_vs_round(df, png1, pdf1)
+    plot_metric_vs_round(df, png2, pdf2)
+    assert png1.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert pdf1.read_bytes()[:5] == b"%PDF-"
+    assert png1.stat().st_size > 10_000
+    assert pdf1.stat().st_size > 1_000
+    assert png1.read_bytes() == png2.read_bytes()
+    assert pdf1.read_bytes() == pdf2.read_bytes()
+    assert sorted(p.name for p in png1.parent.iterdir()) == ["fig.pdf", "fig.png"]

@@ -1,0 +1,313 @@
+"""Unit tests for soft.config: schema validation, defaults, experiment resolution, checks."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from soft.config import (
+    BASE_MODEL_EXP,
+    check_pool_sizes,
+    deep_merge,
+    evaluation_settings,
+    load_schema,
+    resolve_experiments,
+    round_sizes,
+    rule_resources,
+    validate_schema,
+)
+from soft.errors import SoftError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def schema() -> dict:
+    return load_schema()
+
+
+@pytest.fixture
+def cfg() -> dict:
+    return yaml.safe_load((REPO / "config" / "config.yaml").read_text(encoding="utf-8"))
+
+
+def _schema_error(cfg: dict, schema: dict) -> str:
+    with pytest.raises(SoftError) as info:
+        validate_schema(cfg, schema)
+    return str(info.value)
+
+
+# ---------------------------------------------------------------- the repo's config
+
+
+def test_repo_config_validates(cfg, schema):
+    validate_schema(cfg, schema)  # raises on any problem
+    validate_schema(cfg)  # default schema path is the same file
+
+
+def test_repo_config_resolves_two_experiments_with_defaults(cfg, schema):
+    exps = resolve_experiments(cfg, schema)
+    assert list(exps) == ["single_round", "soft"]
+    assert exps["single_round"]["rounds"] == 1
+    assert exps["soft"]["rounds"] == 3
+    for exp in exps.values():
+        assert exp["prompt_budget"] == 48
+        assert exp["generation"] == {
+            "backend": "hf", "shots": 2, "max_new_tokens": 160, "temperature": 0.7,
+            "top_p": 0.95, "batch_size": 8, "max_prompt_tokens": 1536,
+        }
+        assert exp["filter"] == {
+            "require_self_id": True, "require_answer_marker": True, "min_chars": 40,
+            "max_prompt_overlap": 0.8, "leak_ngram": 6,
+        }
+        assert exp["train"]["init"] == "previous"
+        assert exp["train"]["lora"] == {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"}
+        assert exp["train"]["learning_rate"] == pytest.approx(2.0e-4)
+        assert exp["train"]["max_length"] == 512
+
+
+def test_schema_defaults_fill_a_minimal_config(cfg, schema):
+    """Keys absent from `defaults` come from the schema's defaults."""
+    minimal = copy.deepcopy(cfg)
+    minimal["defaults"] = {}
+    minimal["experiments"] = {"a": {"rounds": 2, "train": {"lora": {"r": 4}}}, "b": {}}
+    validate_schema(minimal, schema)
+    exps = resolve_experiments(minimal, schema)
+    a, b = exps["a"], exps["b"]
+    assert a["rounds"] == 2 and b["rounds"] == 1
+    assert a["prompt_budget"] == b["prompt_budget"] == 48
+    assert a["generation"]["top_p"] == 0.95
+    assert a["train"]["lora"] == {"r": 4, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"}
+    assert b["train"]["lora"]["r"] == 16
+    assert a["train"]["epochs"] == 2 and a["train"]["lr_scheduler"] == "cosine"
+
+
+def test_experiment_override_beats_defaults(cfg, schema):
+    cfg["defaults"]["generation"]["shots"] = 3
+    cfg["experiments"]["soft"]["generation"] = {"temperature": 0.0}
+    cfg["experiments"]["soft"]["train"] = {"init": "base"}
+    exps = resolve_experiments(cfg, schema)
+    assert exps["soft"]["generation"]["shots"] == 3  # from defaults
+    assert exps["soft"]["generation"]["temperature"] == 0.0  # override
+    assert exps["soft"]["generation"]["top_p"] == 0.95  # schema default kept
+    assert exps["soft"]["train"]["init"] == "base"
+    assert exps["single_round"]["generation"]["temperature"] == 0.7
+    assert exps["single_round"]["train"]["init"] == "previous"
+
+
+def test_resolve_does_not_mutate_config(cfg, schema):
+    before = copy.deepcopy(cfg)
+    exps = resolve_experiments(cfg, schema)
+    exps["soft"]["train"]["lora"]["r"] = 999
+    assert cfg == before
+    assert resolve_experiments(cfg, schema)["soft"]["train"]["lora"]["r"] == 16
+
+
+# ---------------------------------------------------------------- deep_merge
+
+
+def test_deep_merge_semantics():
+    base = {"a": 1, "b": {"c": 2, "d": {"e": 3, "f": 4}}, "g": [1, 2], "h": {"x": 1}}
+    over = {"b": {"d": {"f": 40}, "new": 5}, "g": [9], "h": 7, "i": {"j": 1}}
+    out = deep_merge(base, over)
+    assert out == {"a": 1, "b": {"c": 2, "d": {"e": 3, "f": 40}, "new": 5}, "g": [9], "h": 7, "i": {"j": 1}}
+    # inputs untouched, output shares no mutable state with them
+    assert base == {"a": 1, "b": {"c": 2, "d": {"e": 3, "f": 4}}, "g": [1, 2], "h": {"x": 1}}
+    out["b"]["d"]["e"] = 0
+    out["i"]["j"] = 0
+    assert base["b"]["d"]["e"] == 3 and over["i"]["j"] == 1
+
+
+def test_deep_merge_none_override_and_dict_replaces_scalar():
+    assert deep_merge({"a": 1}, None) == {"a": 1}
+    assert deep_merge({"a": 1}, {}) == {"a": 1}
+    assert deep_merge({"a": 1}, {"a": {"b": 2}}) == {"a": {"b": 2}}
+    assert deep_merge({"a": {"b": 1}}, {"a": None}) == {"a": None}
+
+
+# ---------------------------------------------------------------- schema errors
+
+
+def test_unknown_top_level_key(cfg, schema):
+    cfg["sed"] = 1
+    msg = _schema_error(cfg, schema)
+    assert "config key '(top level)'" in msg
+    assert "'sed' was unexpected" in msg
+
+
+def test_unknown_nested_key(cfg, schema):
+    cfg["defaults"]["train"]["lr"] = 1e-4
+    msg = _schema_error(cfg, schema)
+    assert "config key 'defaults.train'" in msg
+    assert "'lr' was unexpected" in msg
+
+
+def test_unknown_key_in_experiment_override(cfg, schema):
+    cfg["experiments"]["soft"]["train"] = {"lora": {"rank": 8}}
+    msg = _schema_error(cfg, schema)
+    assert "config key 'experiments.soft.train.lora'" in msg
+    assert "'rank' was unexpected" in msg
+
+
+@pytest.mark.parametrize(
+    "path, value, expect",
+    [
+        (("experiments", "soft", "rounds"), "3", "'3' is not of type 'integer'"),
+        (("defaults", "generation", "shots"), True, "True is not of type 'integer'"),
+        (("defaults", "generation", "top_p"), "high", "is not of type 'number'"),
+        (("defaults", "filter", "require_self_id"), "yes", "is not of type 'boolean'"),
+        (("experiments", "soft", "rounds"), 0, "0 is less than the minimum of 1"),
+        (("defaults", "prompt_budget"), -5, "-5 is less than the minimum of 1"),
+        (("defaults", "generation", "batch_size"), 0, "0 is less than the minimum of 1"),
+        (("defaults", "train", "lora", "r"), 0, "0 is less than the minimum of 1"),
+        (("resources", "train_model", "threads"), 0, "0 is less than the minimum of 1"),
+        (("resources", "train_model", "gpu"), -1, "-1 is less than the minimum of 0"),
+        (("defaults", "generation", "shots"), -1, "-1 is less than the minimum of 0"),
+        (("defaults", "train", "init"), "scratch", "'scratch' is not one of ['previous', 'base']"),
+        (("seed",), -1, "-1 is less than the minimum of 0"),
+    ],
+)
+def test_bad_values_name_key_path(cfg, schema, path, value, expect):
+    node = cfg
+    for key in path[:-1]:
+        node = node.setdefault(key, {})
+    node[path[-1]] = value
+    msg = _schema_error(cfg, schema)
+    assert f"config key '{'.'.join(path)}'" in msg
+    assert expect in msg
+
+
+def test_experiment_named_base_model_rejected(cfg, schema):
+    assert BASE_MODEL_EXP == "base_model"
+    cfg["experiments"]["base_model"] = {"rounds": 1}
+    msg = _schema_error(cfg, schema)
+    assert "config key 'experiments'" in msg
+    assert "'base_model'" in msg
+
+
+@pytest.mark.parametrize("name", ["a/b", "../up", "1st", "has space"])
+def test_bad_experiment_names_rejected(cfg, schema, name):
+    cfg["experiments"][name] = {"rounds": 1}
+    msg = _schema_error(cfg, schema)
+    assert "config key 'experiments'" in msg
+    assert repr(name) in msg
+    assert "does not match" in msg
+
+
+def test_no_experiments_rejected(cfg, schema):
+    cfg["experiments"] = {}
+    assert "config key 'experiments'" in _schema_error(cfg, schema)
+
+
+def test_missing_required_top_level_key(cfg, schema):
+    del cfg["prompts"]
+    msg = _schema_error(cfg, schema)
+    assert "'prompts' is a required property" in msg
+
+
+def test_source_oneof_error_names_the_offending_key(cfg, schema):
+    cfg["base_model"]["source"]["sha256"] = "xyz"
+    msg = _schema_error(cfg, schema)
+    assert "config key 'base_model.source.sha256'" in msg
+    assert "does not match" in msg
+
+
+def test_source_oneof_missing_key_of_matching_kind(cfg, schema):
+    cfg["base_model"]["source"] = {"kind": "local"}
+    msg = _schema_error(cfg, schema)
+    assert "config key 'base_model.source'" in msg
+    assert "'path' is a required property" in msg
+
+
+def test_local_source_accepted(cfg, schema):
+    cfg["base_model"]["source"] = {"kind": "local", "path": "/some/model"}
+    validate_schema(cfg, schema)
+
+
+# ---------------------------------------------------------------- cross-field checks
+
+
+def test_rounds_above_budget_rejected(cfg, schema):
+    cfg["experiments"]["soft"] = {"rounds": 5, "prompt_budget": 4}
+    with pytest.raises(SoftError) as info:
+        resolve_experiments(cfg, schema)
+    msg = str(info.value)
+    assert "config key 'experiments.soft.rounds'" in msg
+    assert "5 rounds" in msg and "prompt_budget is 4" in msg
+
+
+def test_rounds_equal_budget_accepted(cfg, schema):
+    cfg["experiments"]["soft"] = {"rounds": 4, "prompt_budget": 4}
+    assert resolve_experiments(cfg, schema)["soft"]["rounds"] == 4
+
+
+def test_check_pool_sizes_prompt_budget(cfg, schema):
+    exps = resolve_experiments(cfg, schema)
+    check_pool_sizes(exps, 48, 2, "p.jsonl", "e.jsonl")  # exactly enough: fine
+    with pytest.raises(SoftError) as info:
+        check_pool_sizes(exps, 47, 24, "data/prompts.jsonl", "data/ex.jsonl")
+    msg = str(info.value)
+    assert "experiments.single_round.prompt_budget" in msg
+    assert "48 prompts asked" in msg
+    assert "data/prompts.jsonl holds only 47" in msg
+
+
+def test_check_pool_sizes_shots(cfg, schema):
+    cfg["experiments"]["soft"]["generation"] = {"shots": 5}
+    exps = resolve_experiments(cfg, schema)
+    with pytest.raises(SoftError) as info:
+        check_pool_sizes(exps, 225, 4, "data/prompts.jsonl", "data/ex.jsonl")
+    msg = str(info.value)
+    assert "experiments.soft.generation.shots" in msg
+    assert "5 exemplars per prompt" in msg
+    assert "data/ex.jsonl holds only 4" in msg
+
+
+# ---------------------------------------------------------------- round sizes, resources, evaluation
+
+
+@pytest.mark.parametrize(
+    "budget, rounds, expect",
+    [
+        (10, 3, [4, 3, 3]),
+        (48, 3, [16, 16, 16]),
+        (48, 1, [48]),
+        (11, 4, [3, 3, 3, 2]),
+        (5, 5, [1, 1, 1, 1, 1]),
+        (7, 2, [4, 3]),
+    ],
+)
+def test_round_sizes(budget, rounds, expect):
+    assert round_sizes(budget, rounds) == expect
+
+
+@pytest.mark.parametrize("budget", range(1, 40))
+def test_round_sizes_sum_and_near_equal(budget):
+    for rounds in range(1, budget + 1):
+        sizes = round_sizes(budget, rounds)
+        assert len(sizes) == rounds
+        assert sum(sizes) == budget
+        assert max(sizes) - min(sizes) <= 1
+        assert sizes == sorted(sizes, reverse=True)
+
+
+def test_rule_resources(cfg, schema):
+    assert rule_resources(cfg, "train_model", schema) == {"threads": 2, "mem_mb": 6000, "gpu": 0}
+    assert rule_resources({}, "train_model", schema) == {"threads": 2, "mem_mb": 4000, "gpu": 0}
+    assert rule_resources({"resources": None}, "generate_responses", schema) == {
+        "threads": 2, "mem_mb": 4000, "gpu": 0}
+    assert rule_resources({"resources": {"evaluate_model": {"gpu": 2}}}, "evaluate_model", schema) == {
+        "threads": 2, "mem_mb": 4000, "gpu": 2}
+    # a rule absent from the section gets the defaults
+    assert rule_resources({"resources": {"evaluate_model": {"gpu": 2}}}, "train_model", schema)["gpu"] == 0
+
+
+def test_evaluation_settings(cfg, schema):
+    assert evaluation_settings({}, schema) == {"tasks": ["soft_hhh", "soft_truthfulqa_mc1"], "batch_size": 4}
+    assert evaluation_settings(cfg, schema) == {
+        "tasks": ["soft_hhh", "soft_truthfulqa_mc1"], "batch_size": 4, "limit": {"soft_truthfulqa_mc1": 100}}
+    assert evaluation_settings({"evaluation": {"tasks": ["soft_hhh"]}}, schema) == {
+        "tasks": ["soft_hhh"], "batch_size": 4}

@@ -1,0 +1,101 @@
+"""End to end through the real Snakemake DAG with a tiny random model (about a minute)."""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from safetensors.torch import load_file
+from tiny import tiny_config
+
+pytestmark = pytest.mark.e2e
+
+
+def jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from conftest import snakemake
+
+    workdir = tmp_path_factory.mktemp("tiny_run")
+    cfg = tiny_config(workdir)
+    proc = snakemake(workdir, cfg)
+    return workdir, cfg, proc
+
+
+def test_table_has_every_round_of_both_experiments(tiny_run):
+    workdir, _, _ = tiny_run
+    df = pd.read_csv(workdir / "results/tables/metrics.csv")
+    assert list(df.columns) == ["experiment", "round", "task", "metric", "value", "stderr", "n_train_prompts"]
+    points = set(zip(df.experiment, df["round"], df.n_train_prompts))
+    assert points == {("single_round", 0, 0), ("single_round", 1, 6),
+                      ("soft", 0, 0), ("soft", 1, 2), ("soft", 2, 4), ("soft", 3, 6)}
+    tasks = set(df.task)
+    assert {"soft_hhh", "soft_hhh_harmless", "soft_hhh_helpful", "soft_hhh_honest", "soft_hhh_other",
+            "soft_truthfulqa_mc1"} <= tasks
+    # round 0 is one shared evaluation of the base model
+    r0 = df[df["round"] == 0].pivot_table(index=["task", "metric"], columns="experiment", values="value")
+    assert (r0["single_round"] == r0["soft"]).all()
+    assert (workdir / "results/figures/metric_vs_round.png").stat().st_size > 10_000
+    assert (workdir / "results/figures/metric_vs_round.pdf").stat().st_size > 1_000
+
+
+def test_chain_rounds_are_disjoint_and_ids_survive(tiny_run):
+    workdir, _, _ = tiny_run
+    seen = set()
+    for k in (1, 2, 3):
+        prompts = jsonl(workdir / f"results/soft/prompts/round{k}.jsonl")
+        gens = jsonl(workdir / f"results/soft/data/round{k}_gen.jsonl")
+        kept = jsonl(workdir / f"results/soft/data/round{k}.jsonl")
+        ids = {p["id"] for p in prompts}
+        assert len(ids) == 2 and not ids & seen
+        seen |= ids
+        assert {g["id"] for g in gens} == ids
+        assert all(g["round"] == k and len(g["exemplar_ids"]) == 1 for g in gens)
+        assert {r["id"] for r in kept} <= ids
+        stats = json.loads((workdir / f"results/soft/data/round{k}_filter.json").read_text())
+        assert stats["total"] == 2 and stats["kept"] == len(kept)
+    single = {p["id"] for p in jsonl(workdir / "results/single_round/prompts/round1.jsonl")}
+    assert single == seen  # same total prompts for the baseline and the chain
+
+
+def test_each_round_trains_from_the_previous_one(tiny_run):
+    workdir, _, _ = tiny_run
+    base = load_file(workdir / "resources/models/tiny-llama/model.safetensors")
+    previous = "resources/models/tiny-llama"
+    for k in (1, 2, 3):
+        model_dir = workdir / f"results/soft/models/round{k}"
+        card = json.loads((model_dir / "soft_model_card.json").read_text())
+        assert card["init"] == previous and card["round"] == k
+        assert card["data"][0]["path"] == f"results/soft/data/round{k}.jsonl"
+        weights = load_file(model_dir / "model.safetensors")
+        assert weights.keys() == base.keys()
+        assert any(not (weights[n] == base[n]).all() for n in base), "training changed no weight"
+        previous = f"results/soft/models/round{k}"
+    assert not (workdir / "results/base_model/models").exists()  # round 0 is never copied
+
+
+def test_rerun_has_nothing_to_do(tiny_run, run_snakemake):
+    workdir, cfg, _ = tiny_run
+    proc = run_snakemake(workdir, cfg, "-n")
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_every_job_logged(tiny_run):
+    workdir, _, _ = tiny_run
+    logs = list((workdir / "logs").rglob("*.log"))
+    rules = {p.parts[-2] if p.parent.name != "logs" else p.stem for p in logs}
+    assert {"generate_responses", "filter_responses", "train_model", "evaluate_model"} <= rules
+    assert len(list((workdir / "benchmarks").rglob("*.tsv"))) >= 10
+
+
+def test_a_round_whose_filter_keeps_nothing_fails_clearly(tmp_path, run_snakemake):
+    cfg = tiny_config(tmp_path, experiments={"soft": {"rounds": 1, "filter": {"min_chars": 100000}}})
+    proc = run_snakemake(tmp_path, cfg, "results/soft/data/round1.jsonl", check=False)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "the filter kept none of 6 answers" in out
+    assert not (tmp_path / "results/soft/data/round1.jsonl").exists()
+    assert not (tmp_path / "results/soft/data/round1_filter.json").exists()
