@@ -8,6 +8,7 @@ and the result saved as a plain model folder that the next round, lm-eval and vL
 from __future__ import annotations
 
 import logging
+import math
 import os
 from pathlib import Path
 
@@ -34,7 +35,13 @@ def lora_config(cfg: dict):
                       target_modules=cfg["target_modules"], task_type="CAUSAL_LM")
 
 
-def sft_config(train_cfg: dict, work_dir: Path, seed: int, device: str):
+def warmup_steps(train_cfg: dict, n_examples: int) -> int:
+    """Warm-up steps, rounded down: a small round must not spend its only step at lr 0."""
+    per_epoch = math.ceil(n_examples / (train_cfg["batch_size"] * train_cfg["grad_accum"]))
+    return int(train_cfg["warmup_ratio"] * math.ceil(per_epoch * train_cfg["epochs"]))
+
+
+def sft_config(train_cfg: dict, work_dir: Path, seed: int, device: str, n_examples: int):
     from trl import SFTConfig
 
     return SFTConfig(
@@ -44,8 +51,7 @@ def sft_config(train_cfg: dict, work_dir: Path, seed: int, device: str):
         gradient_accumulation_steps=train_cfg["grad_accum"],
         learning_rate=train_cfg["learning_rate"],
         lr_scheduler_type=train_cfg["lr_scheduler"],
-        # a float below 1 is read as a fraction of the total steps
-        warmup_steps=float(train_cfg["warmup_ratio"]),
+        warmup_steps=warmup_steps(train_cfg, n_examples),
         max_length=train_cfg["max_length"],
         completion_only_loss=True,
         logging_steps=1,
@@ -84,7 +90,7 @@ def train_model(records: list[dict], init_dir: str | Path, out_dir: str | Path, 
     work_dir.mkdir(parents=True, exist_ok=True)
     trainer = SFTTrainer(
         model=model,
-        args=sft_config(train_cfg, work_dir, seed, device),
+        args=sft_config(train_cfg, work_dir, seed, device, len(records)),
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=lora_config(train_cfg["lora"]),

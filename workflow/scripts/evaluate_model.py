@@ -7,7 +7,7 @@ def main(smk):
     set_threads(smk.threads)
     s = smk.params.settings
     evaluate_model(smk.input.model, s["tasks"], smk.input.benchmarks, smk.output[0],
-                   batch_size=s["batch_size"], limit=s["limit"], seed=smk.params.seed)
+                   batch_size=s["batch_size"], limit=s.get("limit"), seed=smk.params.seed)
 
 
 run(main, snakemake)  # noqa: F821 (injected by Snakemake)
