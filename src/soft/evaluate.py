@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from soft.errors import SoftError
+from soft.models import check_model_dir
 
 OFFLINE_ENV = {"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 METRICS = ("acc", "acc_norm")
@@ -23,13 +24,6 @@ def _set_offline() -> None:
     # set them before lm_eval imports datasets.
     for k, v in OFFLINE_ENV.items():
         os.environ[k] = v
-
-
-def _check_model_dir(model_dir: Path) -> None:
-    if not model_dir.is_dir():
-        raise SoftError(f"{model_dir}: model folder not found")
-    if not (model_dir / "config.json").is_file():
-        raise SoftError(f"{model_dir}: no config.json (not a transformers model folder)")
 
 
 def run_lm_eval(
@@ -48,7 +42,7 @@ def run_lm_eval(
     (giving it in both places is an error in lm-eval).
     """
     model_dir, include_path = Path(model_dir), Path(include_path)
-    _check_model_dir(model_dir)
+    check_model_dir(model_dir)
     if not include_path.is_dir():
         raise SoftError(f"{include_path}: benchmark task folder not found")
     if not tasks:

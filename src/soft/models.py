@@ -25,14 +25,20 @@ def pick_dtype(device: str):
     return torch.float32
 
 
-def check_model_dir(path: str | Path) -> Path:
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
+
+
+def check_model_dir(path: str | Path, need_tokenizer: bool = False) -> Path:
+    """Check a model folder before anything loads it: config, safetensors, tokenizer."""
     path = Path(path)
     if not path.is_dir():
         raise SoftError(f"{path}: model folder not found")
     if not (path / "config.json").is_file():
-        raise SoftError(f"{path}: not a model folder (no config.json)")
+        raise SoftError(f"{path}: no config.json (not a transformers model folder)")
     if not any(path.glob("*.safetensors")):
         raise SoftError(f"{path}: no *.safetensors weights (only safetensors are loaded)")
+    if need_tokenizer and not any((path / f).is_file() for f in TOKENIZER_FILES):
+        raise SoftError(f"{path}: no tokenizer files ({', '.join(TOKENIZER_FILES)})")
     return path
 
 
