@@ -7,6 +7,7 @@ runs on them in about a minute, through the same code paths as the real run.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
@@ -77,7 +78,9 @@ def make_tiny_bigbench(path: Path) -> str:
     files[f"{BIGBENCH_ROOT}/truthful_qa/task_mc.json"] = _mc_task(
         tqa, task_prefix="Q: What is the capital of France?\nA: Paris.\n")
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(path, "w:gz") as tar:
+    # gzip header without a timestamp or file name, so the same content gives the same sha256
+    with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", filename="", mtime=0) as gz, \
+            tarfile.open(fileobj=gz, mode="w") as tar:
         for name, content in sorted(files.items()):
             data = json.dumps(content).encode()
             info = tarfile.TarInfo(name)
@@ -104,7 +107,8 @@ def tiny_config(workdir: Path, experiments: dict | None = None, **overrides) -> 
             "rounds": 1,
             # A random model never writes the self-Align format: accept the whole
             # continuation as the answer so the chain has data to train on.
-            "generation": {"shots": 1, "max_new_tokens": 24, "batch_size": 4, "max_prompt_tokens": 512},
+            "icl": {"shots": 1},
+            "generation": {"max_new_tokens": 24, "batch_size": 4, "max_prompt_tokens": 512},
             "filter": {"require_self_id": False, "require_answer_marker": False, "min_chars": 1,
                        "max_prompt_overlap": 1.0, "leak_ngram": 0},
             "train": {"epochs": 1, "batch_size": 4, "max_length": 128, "lora": {"r": 4, "alpha": 8}},
