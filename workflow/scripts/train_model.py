@@ -12,11 +12,12 @@ def main(smk):
         "round": smk.params.round,
         "init": str(smk.input.init),
         "init_mode": settings["init"],
-        "data": data_files_card([smk.input.data]),
+        "data": data_files_card(smk.input.data),
         "seed": smk.params.seed,
         "train": settings,
     }
-    train_model(read_training_data(smk.input.data), smk.input.init, smk.output[0],
+    records = [r for path in smk.input.data for r in read_training_data(path)]
+    train_model(records, smk.input.init, smk.output[0],
                 load_principles(smk.input.principles), settings, smk.params.seed, card,
                 smk.params.work_dir)
 
