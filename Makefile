@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 SNAKEMAKE := $(VENV)/bin/snakemake
 CORES ?= all
 
-.PHONY: setup run dry-run test test-embedded clean
+.PHONY: setup run dry-run test test-embedded test-slurm clean
 
 $(VENV)/.installed: envs/requirements.txt pyproject.toml
 	python3 -m venv $(VENV)
@@ -23,11 +23,16 @@ dry-run: setup
 
 # Unit tests, dry-run DAG tests and the tiny end-to-end run (a few minutes).
 test: setup
-	$(PY) -m pytest -m "not embedded" -q
+	$(PY) -m pytest -m "not embedded and not slurm" -q
 
 # The full embedded default (SmolLM2-135M, real benchmarks; about 25 minutes).
 test-embedded: setup
 	$(PY) -m pytest -m embedded -q
+
+# The tiny run through a private single-node SLURM started by the test (as root; installs
+# Debian's slurm-wlm and munge if missing; a few minutes). Touches nothing under /etc.
+test-slurm: setup
+	$(PY) -m pytest -m slurm -q --durations=5
 
 clean:
 	rm -rf results logs benchmarks .snakemake

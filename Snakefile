@@ -3,7 +3,11 @@
 #   snakemake --cores all                      # the default grid on this machine
 #   snakemake --cores all --resources gpu=8    # one GPU box
 #   snakemake -n                               # show the bootstrapping chain
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
+
+from soft.config import check_moved_keys
+from soft.errors import SoftError
 
 min_version("9.0")
 
@@ -14,6 +18,14 @@ if not workflow.overwrite_configfiles:
 
     configfile: "config/config.yaml"
 
+
+
+# A key that moved (generation.shots -> icl.shots) is named with its new place, before
+# the schema reports it as merely unexpected.
+try:
+    check_moved_keys(config)
+except SoftError as e:
+    raise WorkflowError(f"invalid configuration: {e}")
 
 
 # Defaults are filled by soft.config (schema <- defaults <- experiment), not here: filling

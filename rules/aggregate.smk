@@ -16,6 +16,8 @@ rule aggregate_metrics:
     resources:
         mem_mb=1000,
         gpu=0,
+    conda:
+        "../envs/report.yaml"
     script:
         "../workflow/scripts/aggregate_metrics.py"
 
@@ -32,5 +34,7 @@ rule plot_metrics:
     resources:
         mem_mb=1000,
         gpu=0,
+    conda:
+        "../envs/report.yaml"
     script:
         "../workflow/scripts/plot_metrics.py"

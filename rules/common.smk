@@ -13,6 +13,7 @@ from soft.config import (
     rule_resources,
 )
 from soft.errors import SoftError
+from soft.icl import earlier_rounds
 from soft.principles import load_exemplars
 from soft.records import read_prompts
 
@@ -75,6 +76,49 @@ def train_init_model(wildcards):
     if experiment(wildcards)["train"]["init"] == "base":
         return BASE_MODEL_DIR
     return model_dir(wildcards.exp, k - 1)
+
+
+def train_data(wildcards):
+    """Round k's training files: its own (train.data: current) or rounds 1..k (cumulative)."""
+    k = round_of(wildcards)
+    first = 1 if experiment(wildcards)["train"]["data"] == "cumulative" else k
+    return [f"results/{wildcards.exp}/data/round{j}.jsonl" for j in range(first, k + 1)]
+
+
+def split_settings(wildcards):
+    """Only what the split depends on: as a param, the whole experiment would make any
+    unrelated setting (say train.epochs) re-split the prompts and rerun the chain."""
+    exp = experiment(wildcards)
+    return {"prompt_budget": exp["prompt_budget"], "rounds": exp["rounds"]}
+
+
+def icl_settings(wildcards):
+    return experiment(wildcards)["icl"]
+
+
+def grown_rounds(wildcards):
+    """Rounds j < k whose accepted answers join round k's exemplar pool: in growing mode
+    only, so the other modes' generate/filter jobs never wait on earlier rounds' data."""
+    return earlier_rounds(icl_settings(wildcards)["mode"], round_of(wildcards))
+
+
+def grown_data(wildcards):
+    return [f"results/{wildcards.exp}/data/round{j}.jsonl" for j in grown_rounds(wildcards)]
+
+
+def generation_env(wildcards):
+    """generate_responses' environment under --sdm conda. vLLM pins its own torch, so it
+    has its own env (envs/vllm.yaml; `auto` picks vLLM there when the job sees CUDA);
+    transformers generation runs with the training env's pins."""
+    if experiment(wildcards)["generation"]["backend"] == "hf":
+        return "../envs/train.yaml"
+    return "../envs/vllm.yaml"
+
+
+def job_gpus(wildcards, resources):
+    """The GPUs the job was given (resources.gpu after Snakemake's capping), for vLLM's
+    tensor parallelism."""
+    return resources.gpu
 
 
 def eval_model(wildcards):

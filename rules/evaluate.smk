@@ -19,5 +19,7 @@ rule evaluate_model:
     resources:
         mem_mb=resources_of("evaluate_model")["mem_mb"],
         gpu=resources_of("evaluate_model")["gpu"],
+    conda:
+        "../envs/eval.yaml"
     script:
         "../workflow/scripts/evaluate_model.py"

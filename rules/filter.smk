@@ -1,4 +1,5 @@
-# Dromedary-style filtering of the raw continuations into training answers.
+# Dromedary-style filtering of the raw continuations into training answers. The filter
+# rebuilds generate_responses' exemplar pool (same inputs, soft.icl) for its leak check.
 
 
 rule filter_responses:
@@ -6,11 +7,15 @@ rule filter_responses:
         generations="results/{exp}/data/round{k}_gen.jsonl",
         principles=config["principles"],
         exemplars=config["exemplars"],
+        grown=grown_data,
     output:
         data="results/{exp}/data/round{k}.jsonl",
         stats="results/{exp}/data/round{k}_filter.json",
     params:
         settings=lambda w: experiment(w)["filter"],
+        icl=icl_settings,
+        grown_rounds=grown_rounds,
+        seed=SEED,
     log:
         "logs/{exp}/filter_responses/round{k}.log",
     threads: 1

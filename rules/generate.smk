@@ -1,5 +1,6 @@
 # Round k's data is written by round k-1's model (round 0 = the base model), prompted
-# with the principles and a few sampled exemplars.
+# with the principles and a few exemplars chosen per the experiment's `icl` mode; in
+# growing mode the pool also holds the answers accepted in rounds 1..k-1.
 
 
 rule generate_responses:
@@ -8,12 +9,16 @@ rule generate_responses:
         model=generation_model,
         principles=config["principles"],
         exemplars=config["exemplars"],
+        grown=grown_data,
     output:
         "results/{exp}/data/round{k}_gen.jsonl",
     params:
         settings=lambda w: experiment(w)["generation"],
+        icl=icl_settings,
+        grown_rounds=grown_rounds,
         round=round_of,
         seed=SEED,
+        gpus=job_gpus,
     log:
         "logs/{exp}/generate_responses/round{k}.log",
     benchmark:
@@ -22,5 +27,7 @@ rule generate_responses:
     resources:
         mem_mb=resources_of("generate_responses")["mem_mb"],
         gpu=resources_of("generate_responses")["gpu"],
+    conda:
+        generation_env
     script:
         "../workflow/scripts/generate_responses.py"

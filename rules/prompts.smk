@@ -8,7 +8,7 @@ rule split_prompts:
     output:
         "results/{exp}/prompts/round{k}.jsonl",
     params:
-        settings=experiment,
+        settings=split_settings,
         round=round_of,
         seed=SEED,
     log:

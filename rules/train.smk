@@ -4,7 +4,7 @@
 
 rule train_model:
     input:
-        data="results/{exp}/data/round{k}.jsonl",
+        data=train_data,
         init=train_init_model,
         principles=config["principles"],
     output:
@@ -22,5 +22,7 @@ rule train_model:
     resources:
         mem_mb=resources_of("train_model")["mem_mb"],
         gpu=resources_of("train_model")["gpu"],
+    conda:
+        "../envs/train.yaml"
     script:
         "../workflow/scripts/train_model.py"

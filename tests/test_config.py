@@ -10,6 +10,7 @@ import yaml
 
 from soft.config import (
     BASE_MODEL_EXP,
+    check_moved_keys,
     check_pool_sizes,
     deep_merge,
     evaluation_settings,
@@ -55,18 +56,39 @@ def test_repo_config_resolves_two_experiments_with_defaults(cfg, schema):
     assert exps["soft"]["rounds"] == 3
     for exp in exps.values():
         assert exp["prompt_budget"] == 48
+        assert exp["icl"] == {"mode": "random", "shots": 2, "pool_size": None}
         assert exp["generation"] == {
-            "backend": "hf", "shots": 2, "max_new_tokens": 160, "temperature": 0.7,
+            "backend": "auto", "dtype": "auto", "max_new_tokens": 160, "temperature": 0.7,
             "top_p": 0.95, "batch_size": 8, "max_prompt_tokens": 1536,
         }
         assert exp["filter"] == {
             "require_self_id": True, "require_answer_marker": True, "min_chars": 40,
-            "max_prompt_overlap": 0.8, "leak_ngram": 6,
+            "max_prompt_overlap": 0.8, "leak_ngram": 6, "drop_refusals": False,
         }
         assert exp["train"]["init"] == "previous"
         assert exp["train"]["lora"] == {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"}
         assert exp["train"]["learning_rate"] == pytest.approx(2.0e-4)
         assert exp["train"]["max_length"] == 512
+
+
+def test_icl_diversity_config(cfg, schema):
+    """Three ICL modes at equal prompt budget, the rest as the default grid."""
+    from soft.principles import load_exemplars
+    from soft.records import read_prompts
+
+    icl_cfg = yaml.safe_load((REPO / "config" / "experiments" / "icl_diversity.yaml").read_text(encoding="utf-8"))
+    validate_schema(icl_cfg, schema)
+    for key in ("seed", "base_model", "benchmarks", "prompts", "principles", "exemplars", "evaluation",
+                "defaults", "resources"):
+        assert icl_cfg[key] == cfg[key], key
+    exps = resolve_experiments(icl_cfg, schema)
+    assert {name: e["icl"]["mode"] for name, e in exps.items()} == {
+        "icl_fixed": "fixed", "icl_random": "random", "icl_growing": "growing"}
+    assert {(e["prompt_budget"], e["rounds"], e["icl"]["shots"]) for e in exps.values()} == {(48, 3, 2)}
+    # icl_random is the default grid's soft experiment
+    assert exps["icl_random"] == resolve_experiments(cfg, schema)["soft"]
+    check_pool_sizes(exps, len(read_prompts(REPO / icl_cfg["prompts"])),
+                     len(load_exemplars(REPO / icl_cfg["exemplars"])), "p", "e")
 
 
 def test_schema_defaults_fill_a_minimal_config(cfg, schema):
@@ -80,17 +102,22 @@ def test_schema_defaults_fill_a_minimal_config(cfg, schema):
     assert a["rounds"] == 2 and b["rounds"] == 1
     assert a["prompt_budget"] == b["prompt_budget"] == 48
     assert a["generation"]["top_p"] == 0.95
+    assert a["generation"]["backend"] == "auto"
+    assert a["icl"] == {"mode": "random", "shots": 2}  # pool_size: null -> absent, read as None
+    assert a["filter"]["drop_refusals"] is False
     assert a["train"]["lora"] == {"r": 4, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"}
     assert b["train"]["lora"]["r"] == 16
     assert a["train"]["epochs"] == 2 and a["train"]["lr_scheduler"] == "cosine"
 
 
 def test_experiment_override_beats_defaults(cfg, schema):
-    cfg["defaults"]["generation"]["shots"] = 3
+    cfg["defaults"]["icl"]["shots"] = 3
     cfg["experiments"]["soft"]["generation"] = {"temperature": 0.0}
     cfg["experiments"]["soft"]["train"] = {"init": "base"}
+    cfg["experiments"]["soft"]["icl"] = {"mode": "growing"}
     exps = resolve_experiments(cfg, schema)
-    assert exps["soft"]["generation"]["shots"] == 3  # from defaults
+    assert exps["soft"]["icl"] == {"mode": "growing", "shots": 3, "pool_size": None}  # shots from defaults
+    assert exps["single_round"]["icl"]["mode"] == "random"
     assert exps["soft"]["generation"]["temperature"] == 0.0  # override
     assert exps["soft"]["generation"]["top_p"] == 0.95  # schema default kept
     assert exps["soft"]["train"]["init"] == "base"
@@ -156,7 +183,12 @@ def test_unknown_key_in_experiment_override(cfg, schema):
     "path, value, expect",
     [
         (("experiments", "soft", "rounds"), "3", "'3' is not of type 'integer'"),
-        (("defaults", "generation", "shots"), True, "True is not of type 'integer'"),
+        (("defaults", "icl", "shots"), True, "True is not of type 'integer'"),
+        (("defaults", "icl", "mode"), "grow", "'grow' is not one of ['fixed', 'random', 'growing']"),
+        (("defaults", "icl", "pool_size"), 0, "0 is less than the minimum of 1"),
+        (("defaults", "icl", "pool_size"), "all", "'all' is not of type 'integer', 'null'"),
+        (("defaults", "generation", "backend"), "tgi", "'tgi' is not one of ['auto', 'hf', 'vllm']"),
+        (("defaults", "filter", "drop_refusals"), "no", "is not of type 'boolean'"),
         (("defaults", "generation", "top_p"), "high", "is not of type 'number'"),
         (("defaults", "filter", "require_self_id"), "yes", "is not of type 'boolean'"),
         (("experiments", "soft", "rounds"), 0, "0 is less than the minimum of 1"),
@@ -165,7 +197,7 @@ def test_unknown_key_in_experiment_override(cfg, schema):
         (("defaults", "train", "lora", "r"), 0, "0 is less than the minimum of 1"),
         (("resources", "train_model", "threads"), 0, "0 is less than the minimum of 1"),
         (("resources", "train_model", "gpu"), -1, "-1 is less than the minimum of 0"),
-        (("defaults", "generation", "shots"), -1, "-1 is less than the minimum of 0"),
+        (("defaults", "icl", "shots"), -1, "-1 is less than the minimum of 0"),
         (("defaults", "train", "init"), "scratch", "'scratch' is not one of ['previous', 'base']"),
         (("seed",), -1, "-1 is less than the minimum of 0"),
     ],
@@ -256,14 +288,63 @@ def test_check_pool_sizes_prompt_budget(cfg, schema):
 
 
 def test_check_pool_sizes_shots(cfg, schema):
-    cfg["experiments"]["soft"]["generation"] = {"shots": 5}
+    cfg["experiments"]["soft"]["icl"] = {"shots": 5}
     exps = resolve_experiments(cfg, schema)
     with pytest.raises(SoftError) as info:
         check_pool_sizes(exps, 225, 4, "data/prompts.jsonl", "data/ex.jsonl")
     msg = str(info.value)
-    assert "experiments.soft.generation.shots" in msg
+    assert "experiments.soft.icl.shots" in msg
     assert "5 exemplars per prompt" in msg
     assert "data/ex.jsonl holds only 4" in msg
+
+
+def test_check_pool_sizes_pool_size_above_file(cfg, schema):
+    cfg["experiments"]["soft"]["icl"] = {"pool_size": 30}
+    exps = resolve_experiments(cfg, schema)
+    with pytest.raises(SoftError) as info:
+        check_pool_sizes(exps, 225, 24, "data/prompts.jsonl", "data/ex.jsonl")
+    msg = str(info.value)
+    assert "config key 'experiments.soft.icl.pool_size'" in msg
+    assert "a pool of 30 exemplars asked but data/ex.jsonl holds only 24" in msg
+
+
+@pytest.mark.parametrize("mode", ["fixed", "random", "growing"])
+def test_check_pool_sizes_shots_above_pool_size(cfg, schema, mode):
+    # growing too: round 1 draws from the base pool alone
+    cfg["experiments"]["soft"]["icl"] = {"mode": mode, "shots": 4, "pool_size": 3}
+    exps = resolve_experiments(cfg, schema)
+    with pytest.raises(SoftError) as info:
+        check_pool_sizes(exps, 225, 24, "data/prompts.jsonl", "data/ex.jsonl")
+    msg = str(info.value)
+    assert "config key 'experiments.soft.icl.shots'" in msg
+    assert "4 exemplars per prompt but icl.pool_size is 3" in msg
+
+
+def test_check_pool_sizes_boundaries_accepted(cfg, schema):
+    cfg["experiments"]["soft"]["icl"] = {"mode": "fixed", "shots": 3, "pool_size": 3}
+    cfg["experiments"]["single_round"]["icl"] = {"shots": 24, "pool_size": 24}
+    check_pool_sizes(resolve_experiments(cfg, schema), 225, 24, "p.jsonl", "e.jsonl")
+    cfg["experiments"]["soft"]["icl"] = {"shots": 0, "pool_size": 1}
+    check_pool_sizes(resolve_experiments(cfg, schema), 225, 24, "p.jsonl", "e.jsonl")
+
+
+@pytest.mark.parametrize("section", [("defaults",), ("experiments", "soft")])
+def test_moved_generation_shots_names_new_key(cfg, schema, section):
+    node = cfg
+    for key in section:
+        node = node[key]
+    node.setdefault("generation", {})["shots"] = 2
+    prefix = ".".join(section)
+    for check in (check_moved_keys, lambda c: validate_schema(c, schema)):
+        with pytest.raises(SoftError) as info:
+            check(cfg)
+        assert str(info.value) == (f"config key '{prefix}.generation.shots' has moved: "
+                                   f"set '{prefix}.icl.shots' instead")
+
+
+def test_moved_keys_absent_is_fine(cfg):
+    check_moved_keys(cfg)
+    check_moved_keys({"defaults": None, "experiments": {"a": None}})
 
 
 # ---------------------------------------------------------------- round sizes, resources, evaluation

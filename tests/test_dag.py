@@ -44,7 +44,8 @@ def write_config(workdir: Path, experiments: dict, defaults: dict | None = None)
         "defaults": defaults if defaults is not None else {
             "prompt_budget": 6,
             "rounds": 1,
-            "generation": {"shots": 1, "max_new_tokens": 24, "batch_size": 4},
+            "icl": {"shots": 1},
+            "generation": {"max_new_tokens": 24, "batch_size": 4},
             "train": {"epochs": 1, "batch_size": 4, "lora": {"r": 4, "alpha": 8}},
         },
         "experiments": experiments,
@@ -243,6 +244,35 @@ def test_grid_shares_round0(grid_plan):
     assert grid_plan.one("generate_responses", exp="soft", k=1)["input"][1] == BASE
 
 
+# ---------------------------------------------------------------- icl growing mode: earlier rounds as inputs
+
+
+@pytest.fixture(scope="module")
+def growing_plan(tmp_path_factory):
+    work = tmp_path_factory.mktemp("dag_growing")
+    cfg = write_config(work, {"grow": {"rounds": 3, "icl": {"mode": "growing"}},
+                              "fixed": {"rounds": 3, "icl": {"mode": "fixed", "pool_size": 4}}})
+    return Plan(dry_run(work, cfg))
+
+
+def test_growing_rounds_read_earlier_rounds_data(growing_plan):
+    plan = growing_plan
+    assert plan.stats == expected_counts([3, 3])
+    r = "results/grow"
+    for k in (1, 2, 3):
+        prev = BASE if k == 1 else f"{r}/models/round{k - 1}"
+        earlier = [f"{r}/data/round{j}.jsonl" for j in range(1, k)]
+        job = plan.one("generate_responses", exp="grow", k=k)
+        assert job["input"] == [f"{r}/prompts/round{k}.jsonl", prev, PRINCIPLES, EXEMPLARS, *earlier]
+        job = plan.one("filter_responses", exp="grow", k=k)
+        assert job["input"] == [f"{r}/data/round{k}_gen.jsonl", PRINCIPLES, EXEMPLARS, *earlier]
+    check_shared(plan, {"grow": 3, "fixed": 3})
+
+
+def test_other_modes_do_not_read_earlier_rounds(growing_plan):
+    check_chain(growing_plan, "fixed", 3, "previous")
+
+
 # ---------------------------------------------------------------- bad configs fail before any job
 
 
@@ -270,3 +300,22 @@ def test_prompt_budget_above_pool_fails_without_traceback(tmp_path):
     assert f"1000 prompts asked but {PROMPTS} holds only 225" in out
     assert TRACEBACK not in out
     assert "rule split_prompts" not in out
+
+
+def test_shots_above_pool_size_fails_naming_key(tmp_path):
+    exps = {"soft": {"rounds": 2, "icl": {"shots": 3, "pool_size": 2}}}
+    proc = dry_run(tmp_path, write_config(tmp_path, exps))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "config key 'experiments.soft.icl.shots': 3 exemplars per prompt but icl.pool_size is 2" in out
+    assert TRACEBACK not in out
+    assert "rule split_prompts" not in out
+
+
+def test_old_generation_shots_key_names_its_new_place(tmp_path):
+    defaults = {"prompt_budget": 6, "generation": {"shots": 1}}
+    proc = dry_run(tmp_path, write_config(tmp_path, {"soft": {"rounds": 2}}, defaults=defaults))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "config key 'defaults.generation.shots' has moved: set 'defaults.icl.shots' instead" in out
+    assert TRACEBACK not in out

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from safetensors.torch import load_file
 from tiny import tiny_config
 
@@ -99,3 +100,29 @@ def test_a_round_whose_filter_keeps_nothing_fails_clearly(tmp_path, run_snakemak
     assert "the filter kept none of 6 answers" in out
     assert not (tmp_path / "results/soft/data/round1.jsonl").exists()
     assert not (tmp_path / "results/soft/data/round1_filter.json").exists()
+
+
+def test_growing_icl_pool_reaches_generation_and_filter(tmp_path, run_snakemake):
+    """Round 2 of a growing chain is shown round 1's accepted answers, and its filter
+    rebuilds the same pool (an unknown exemplar id would fail it)."""
+    from soft.icl import IclSettings, build_pool, choose_exemplars
+    from soft.principles import load_exemplars, load_principles
+
+    icl = {"mode": "growing", "shots": 1, "pool_size": 1}
+    cfg = tiny_config(tmp_path, experiments={"grow": {"rounds": 2, "icl": icl}})
+    run_snakemake(tmp_path, cfg, "results/grow/data/round2.jsonl")
+    config = yaml.safe_load(cfg.read_text())
+    round1 = jsonl(tmp_path / "results/grow/data/round1.jsonl")
+    pool = build_pool(load_exemplars(config["exemplars"]), IclSettings(**icl), config["seed"], [(1, round1)],
+                      load_principles(config["principles"]).self_id)
+    assert len(pool) == 1 + len(round1) > 1
+    assert {e["id"] for e in pool[1:]} == {f"r1:{r['id']}" for r in round1}
+    gens = jsonl(tmp_path / "results/grow/data/round2_gen.jsonl")
+    for g in gens:
+        assert g["exemplar_ids"] == [e["id"] for e in choose_exemplars(pool, IclSettings(**icl), 0, g["id"])]
+    assert any(i.startswith("r1:") for g in gens for i in g["exemplar_ids"])
+    # round 1 drew from the one-exemplar base pool only
+    assert {i for g in jsonl(tmp_path / "results/grow/data/round1_gen.jsonl") for i in g["exemplar_ids"]} == {
+        pool[0]["id"]}
+    stats = json.loads((tmp_path / "results/grow/data/round2_filter.json").read_text())
+    assert stats["total"] == len(gens) and "refusal" in stats["dropped"]

@@ -7,12 +7,15 @@ import pytest
 from soft.errors import SoftError
 from soft.filters import (
     DROP_REASONS,
+    REFUSAL_OPENINGS,
     FilterSettings,
     cut_at_repeat,
     filter_continuation,
     filter_records,
+    opens_with_refusal,
     prompt_overlap,
 )
+from soft.icl import IclSettings, build_pool
 
 SELF_ID = "I am a helpful, honest and harmless AI assistant."
 THOUGHTS = f"{SELF_ID} The user asks about basil. I should follow rules 3 (helpful)."
@@ -181,6 +184,67 @@ def test_self_id_inside_answer_is_a_leak():
     assert r.reason == "exemplar_leak"
 
 
+# ---------------------------------------------------------------- refusal openings
+
+REFUSE = FilterSettings(self_id=SELF_ID, drop_refusals=True)
+REFUSAL = "I'm sorry, but I can't help with keeping basil fresh because it is not something I know about."
+
+
+def test_refusal_kept_by_default():
+    r = run(cont(REFUSAL))
+    assert r.reason is None
+    assert r.answer == REFUSAL
+
+
+def test_refusal_dropped_when_enabled():
+    r = run(cont(REFUSAL), settings=REFUSE)
+    assert r.reason == "refusal"
+    assert r.answer is None
+
+
+@pytest.mark.parametrize("opening", REFUSAL_OPENINGS)
+def test_every_documented_opening_is_a_refusal(opening):
+    answer = f"{opening} help with that request, but here is what I can say about it instead."
+    assert opens_with_refusal(answer)
+    assert run(cont(answer), settings=REFUSE).reason == "refusal"
+
+
+@pytest.mark.parametrize("answer", [
+    "i cannot recommend that, but a glass of water on the counter keeps basil fresh for days.",
+    "AS AN AI assistant I have no kitchen, but basil keeps best in a glass of water.",
+    "I’m sorry to say this, but basil does not like the fridge at all, so keep it out.",  # curly apostrophe
+    '  "I am unable to taste basil," but I know it keeps best in a glass of water.',
+])
+def test_refusal_opening_case_apostrophe_and_quotes(answer):
+    assert opens_with_refusal(answer)
+    assert run(cont(answer), settings=REFUSE).reason == "refusal"
+
+
+@pytest.mark.parametrize("answer", [
+    ANSWER,
+    "Basil is delicate. I'm sorry to say the fridge turns it black, so keep it in water instead.",
+    "Sorry to hear your basil wilts! Put the stems in a glass of water on the counter.",
+    "I can help: put the stems in a glass of water on the counter, like cut flowers.",
+    "Icannot is not a word, but a glass of water on the counter keeps basil fresh for days.",
+])
+def test_not_a_refusal_opening(answer):
+    assert not opens_with_refusal(answer)
+    assert run(cont(answer), settings=REFUSE).reason is None
+
+
+def test_short_refusal_counts_as_too_short_first():
+    assert run(cont("I cannot."), settings=REFUSE).reason == "too_short"
+
+
+def test_thoughts_returned_with_answer():
+    r = run(cont(ANSWER))
+    assert r.thoughts == THOUGHTS
+    no_marker = FilterSettings(self_id=SELF_ID, require_self_id=False, require_answer_marker=False)
+    assert run(f"  {ANSWER}  ", settings=no_marker).thoughts is None
+    # an answer marker with nothing before it: no thoughts either
+    assert run(f"\nAssistant: {ANSWER}", settings=no_marker).thoughts is None
+
+
 # ---------------------------------------------------------------- filter_records
 
 
@@ -205,9 +269,9 @@ def test_filter_records_stats_and_records():
     kept, stats = filter_records(gens, EXEMPLARS, S)
     assert [r["id"] for r in kept] == ["g0", "g1", "g2"]
     assert kept[0] == {"id": "g0", "prompt": PROMPT, "response": ANSWER, "round": 2, "seed": 5,
-                       "exemplar_ids": ["exA"]}
+                       "exemplar_ids": ["exA"], "thoughts": THOUGHTS}
     assert kept[1]["response"] == ANSWER
-    assert stats["dropped"] == {"no_self_id": 1, "no_answer_marker": 1, "too_short": 2,
+    assert stats["dropped"] == {"no_self_id": 1, "no_answer_marker": 1, "too_short": 2, "refusal": 0,
                                 "copies_prompt": 1, "exemplar_leak": 2}
     assert list(stats["dropped"]) == list(DROP_REASONS)
     assert stats["total"] == 10
@@ -236,5 +300,38 @@ def test_settings_from_config_dict():
     s = FilterSettings.from_config(cfg, SELF_ID)
     assert s == FilterSettings(self_id=SELF_ID, require_self_id=False, min_chars=5,
                                max_prompt_overlap=0.5, leak_ngram=3)
+    assert s.drop_refusals is False  # off unless asked
+    assert FilterSettings.from_config({**cfg, "drop_refusals": True}, SELF_ID).drop_refusals is True
     with pytest.raises(TypeError):
         FilterSettings.from_config({**cfg, "unknown": 1}, SELF_ID)
+
+
+def test_filter_records_refusal_counted_as_own_reason():
+    gens = [_gen(0, cont(REFUSAL), []), _gen(1, cont(ANSWER), []), _gen(2, cont("I cannot."), [])]
+    kept, stats = filter_records(gens, EXEMPLARS, REFUSE)
+    assert [r["id"] for r in kept] == ["g1"]
+    assert stats["dropped"] == {"no_self_id": 0, "no_answer_marker": 0, "too_short": 1, "refusal": 1,
+                                "copies_prompt": 0, "exemplar_leak": 0}
+    kept, stats = filter_records(gens[:2], EXEMPLARS, S)  # off: the refusal is kept
+    assert [r["id"] for r in kept] == ["g0", "g1"]
+    assert stats["dropped"]["refusal"] == 0
+
+
+def test_no_thoughts_field_without_marker():
+    settings = FilterSettings(self_id=SELF_ID, require_self_id=False, require_answer_marker=False)
+    kept, _ = filter_records([_gen(0, f" {ANSWER}", [])], EXEMPLARS, settings)
+    assert kept == [{"id": "g0", "prompt": PROMPT, "response": ANSWER, "round": 2, "seed": 5,
+                     "exemplar_ids": []}]
+
+
+def test_leak_from_grown_exemplar_shown():
+    """A growing pool's exemplars (earlier accepted answers) feed the leak check too."""
+    earlier = [{"id": "p7", "prompt": "How do I fix a puncture?", "response": EX_B["turns"][0]["answer"],
+                "round": 1, "seed": 5, "exemplar_ids": [], "thoughts": THOUGHTS}]
+    pool = build_pool(list(EXEMPLARS.values()), IclSettings(mode="growing", shots=1), 5, [(1, earlier)], SELF_ID)
+    by_id = {e["id"]: e for e in pool}
+    kept, stats = filter_records([_gen(0, cont(LEAKY), ["r1:p7"]), _gen(1, cont(LEAKY), ["exA"])], by_id, S)
+    assert [r["id"] for r in kept] == ["g1"]
+    assert stats["dropped"]["exemplar_leak"] == 1
+    with pytest.raises(SoftError, match="r1:p8"):  # a grown id not in the rebuilt pool
+        filter_records([_gen(0, cont(ANSWER), ["r1:p8"])], by_id, S)

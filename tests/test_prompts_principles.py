@@ -12,6 +12,7 @@ import pytest
 from soft.config import round_sizes
 from soft.errors import SoftError
 from soft.generate import length_batches, plan_requests
+from soft.icl import IclSettings
 from soft.principles import (
     Principles,
     build_prompt,
@@ -272,7 +273,7 @@ def test_training_messages(principles):
 
 def test_plan_requests(principles, exemplars):
     prompts = [{"id": "p1", "prompt": "First?", "category": "c"}, {"id": "p2", "prompt": "Second?"}]
-    reqs = plan_requests(prompts, principles, exemplars, shots=2, seed=0)
+    reqs = plan_requests(prompts, principles, exemplars, IclSettings(shots=2), seed=0)
     assert [r["id"] for r in reqs] == ["p1", "p2"]
     assert reqs[0]["category"] == "c"
     by_id = {e["id"]: e for e in exemplars}
@@ -281,7 +282,7 @@ def test_plan_requests(principles, exemplars):
         assert req["exemplar_ids"] == expected
         assert req["text"] == build_prompt(principles, [by_id[i] for i in expected], rec["prompt"])
     # a prompt's draw does not depend on its neighbours
-    alone = plan_requests(prompts[1:], principles, exemplars, shots=2, seed=0)
+    alone = plan_requests(prompts[1:], principles, exemplars, IclSettings(shots=2), seed=0)
     assert alone[0]["exemplar_ids"] == reqs[1]["exemplar_ids"]
     assert "text" not in prompts[0]  # input records untouched
 

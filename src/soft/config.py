@@ -29,6 +29,7 @@ def load_schema(path: Path = SCHEMA_PATH) -> dict:
 
 def validate_schema(config: dict, schema: dict | None = None) -> None:
     """Raise SoftError naming the first offending key path."""
+    check_moved_keys(config)
     schema = schema or load_schema()
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
@@ -59,6 +60,23 @@ def schema_defaults(node: dict, defs: dict) -> Any:
                 out[name] = value
         return out
     return copy.deepcopy(node.get("default"))
+
+
+# Keys that moved; an old config fails naming the new place rather than "unexpected key".
+MOVED_KEYS = {("generation", "shots"): "icl.shots"}
+
+
+def check_moved_keys(config: dict) -> None:
+    sections = [("defaults", config.get("defaults"))]
+    sections += [(f"experiments.{n}", e) for n, e in (config.get("experiments") or {}).items()]
+    for prefix, section in sections:
+        for path, new in MOVED_KEYS.items():
+            node = section
+            for part in path:
+                node = node.get(part, None) if isinstance(node, dict) else None
+            if node is not None:
+                raise SoftError(f"config key '{prefix}.{'.'.join(path)}' has moved: set "
+                                f"'{prefix}.{new}' instead")
 
 
 def deep_merge(base: dict, override: dict) -> dict:
@@ -95,18 +113,27 @@ def check_experiment(name: str, exp: dict) -> None:
 
 def check_pool_sizes(experiments: dict[str, dict], n_prompts: int, n_exemplars: int,
                      prompts_file: str, exemplars_file: str) -> None:
-    """Checks that need the input files: budget fits the pool, shots fit the exemplars."""
+    """Checks that need the input files: budget fits the prompt pool, and
+    icl.shots <= icl.pool_size <= the exemplars in the file."""
     for name, exp in experiments.items():
+        key = f"config key 'experiments.{name}"
         if exp["prompt_budget"] > n_prompts:
             raise SoftError(
-                f"config key 'experiments.{name}.prompt_budget': {exp['prompt_budget']} prompts "
+                f"{key}.prompt_budget': {exp['prompt_budget']} prompts "
                 f"asked but {prompts_file} holds only {n_prompts}"
             )
-        if exp["generation"]["shots"] > n_exemplars:
+        icl = exp["icl"]
+        shots, pool_size = icl["shots"], icl.get("pool_size")
+        if pool_size is not None and pool_size > n_exemplars:
             raise SoftError(
-                f"config key 'experiments.{name}.generation.shots': {exp['generation']['shots']} "
-                f"exemplars per prompt but {exemplars_file} holds only {n_exemplars}"
+                f"{key}.icl.pool_size': a pool of {pool_size} exemplars asked but "
+                f"{exemplars_file} holds only {n_exemplars}"
             )
+        pool = n_exemplars if pool_size is None else pool_size
+        if shots > pool:
+            # Growing pools only grow from round 2 on: round 1 must fit the base pool.
+            where = f"{exemplars_file} holds only" if pool_size is None else "icl.pool_size is"
+            raise SoftError(f"{key}.icl.shots': {shots} exemplars per prompt but {where} {pool}")
 
 
 def rule_resources(config: dict, rule: str, schema: dict | None = None) -> dict:

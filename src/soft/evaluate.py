@@ -155,11 +155,17 @@ def normalise_results(
 
 
 def evaluate_model(model_dir: Path, tasks: list[str], include_path: Path, out_json: Path,
-                   batch_size: int, limit: int | None, device: str = "cpu", seed: int = 0) -> dict:
-    """run_lm_eval + normalise_results, written atomically to `out_json`."""
-    from soft.io import write_json
+                   batch_size: int, limit: int | None, device: str | None = None, seed: int = 0) -> dict:
+    """run_lm_eval + normalise_results, written atomically to `out_json`.
 
-    raw = run_lm_eval(model_dir, tasks, include_path, batch_size, limit, device=device, seed=seed)
+    `device` defaults to the job's GPU when it has one (a `gpu: 1` evaluate_model job
+    would otherwise hold a GPU and score on the CPU), else the CPU.
+    """
+    from soft.io import write_json
+    from soft.models import pick_device
+
+    raw = run_lm_eval(model_dir, tasks, include_path, batch_size, limit, device=device or pick_device(),
+                      seed=seed)
     norm = normalise_results(raw, limit=limit, batch_size=batch_size)
     write_json(out_json, norm)
     return norm

@@ -3,8 +3,9 @@
 Each continuation is the model's text after "Assistant (internal thoughts):". The
 filter checks the self-identification opening, extracts the answer after the answer
 marker, trims it (at a new turn, at the first repeated sentence) and drops answers that
-are too short, copy the prompt, or copy text from the exemplars shown to that prompt.
-Every decision is counted by reason.
+are too short, open with a refusal (optional), copy the prompt, or copy text from the
+exemplars shown to that prompt. Every decision is counted by reason. Kept records also
+carry the internal thoughts, which the `growing` ICL mode shows as exemplars later.
 """
 
 from __future__ import annotations
@@ -17,7 +18,18 @@ from soft.errors import SoftError
 from soft.principles import ANSWER_TAG, SEPARATOR, THOUGHTS_TAG, USER_TAG
 
 # Why a continuation was dropped, in the order the checks run.
-DROP_REASONS = ("no_self_id", "no_answer_marker", "too_short", "copies_prompt", "exemplar_leak")
+DROP_REASONS = ("no_self_id", "no_answer_marker", "too_short", "refusal", "copies_prompt", "exemplar_leak")
+
+# Refusal openings dropped when filter.drop_refusals is on (compared case-insensitively with
+# the answer's start, curly apostrophes read as straight ones). Off by default: for the
+# red-team prompts of the pool a refusal is the wanted answer; turn it on to study what
+# the chain learns from helpful answers alone. config/README.md lists the same openings.
+REFUSAL_OPENINGS = (
+    "I'm sorry", "I am sorry", "Sorry,", "I apologize", "I apologise",
+    "I cannot", "I can't", "I can not", "I won't", "I will not",
+    "I'm unable", "I am unable", "I'm not able", "I am not able",
+    "As an AI", "As a language model", "As an assistant",
+)
 
 # A new turn or a new conversation starting inside the answer ends it.
 _TURN_BREAK = re.compile(
@@ -38,6 +50,7 @@ class FilterSettings:
     min_chars: int = 40
     max_prompt_overlap: float = 0.8
     leak_ngram: int = 6
+    drop_refusals: bool = False
 
     @classmethod
     def from_config(cls, cfg: dict, self_id: str) -> "FilterSettings":
@@ -50,6 +63,7 @@ class FilterResult:
     reason: str | None  # drop reason, None when kept
     cut_at_turn: bool = False
     cut_at_repeat: bool = False
+    thoughts: str | None = None  # text before the answer marker; None without a marker
 
 
 def words(text: str) -> list[str]:
@@ -79,6 +93,13 @@ def prompt_overlap(answer: str, prompt: str) -> float:
     return len(a & p) / len(a | p) if a | p else 0.0
 
 
+def opens_with_refusal(answer: str) -> bool:
+    """True when the answer starts with one of REFUSAL_OPENINGS (after leading quotes,
+    markdown emphasis and spaces, which small models like to open with)."""
+    head = answer.lstrip(" \t\n\"'“‘*").replace("’", "'").lower()
+    return any(head.startswith(opening.lower()) for opening in REFUSAL_OPENINGS)
+
+
 def ngrams(tokens: list[str], n: int) -> set[tuple[str, ...]]:
     return {tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)}
 
@@ -101,8 +122,10 @@ def filter_continuation(continuation: str, prompt: str, shown_texts: list[str],
     if settings.require_self_id and not text.startswith(settings.self_id):
         return FilterResult(None, "no_self_id")
     marker = _ANSWER_MARKER.search(text)
+    thoughts = None
     if marker:
         answer = text[marker.end():]
+        thoughts = text[:marker.start()].strip() or None
     elif settings.require_answer_marker:
         return FilterResult(None, "no_answer_marker")
     else:
@@ -113,11 +136,13 @@ def filter_continuation(continuation: str, prompt: str, shown_texts: list[str],
     flags = dict(cut_at_turn=turn_cut, cut_at_repeat=repeat_cut)
     if len(answer) < settings.min_chars:
         return FilterResult(None, "too_short", **flags)
+    if settings.drop_refusals and opens_with_refusal(answer):
+        return FilterResult(None, "refusal", **flags)
     if prompt_overlap(answer, prompt) > settings.max_prompt_overlap:
         return FilterResult(None, "copies_prompt", **flags)
     if leaks_exemplars(answer, shown_texts, settings.leak_ngram, settings.self_id):
         return FilterResult(None, "exemplar_leak", **flags)
-    return FilterResult(answer, None, **flags)
+    return FilterResult(answer, None, **flags, thoughts=thoughts)
 
 
 def exemplar_texts(exemplars_by_id: dict[str, dict], ids: list[str]) -> list[str]:
@@ -126,7 +151,11 @@ def exemplar_texts(exemplars_by_id: dict[str, dict], ids: list[str]) -> list[str
 
 def filter_records(generations: list[dict], exemplars_by_id: dict[str, dict],
                    settings: FilterSettings) -> tuple[list[dict], dict]:
-    """Filtered training records and the per-reason statistics."""
+    """Filtered training records and the per-reason statistics.
+
+    `exemplars_by_id` must be the pool the generations were drawn from (soft.icl), grown
+    exemplars included, so that the leak check sees what each prompt was shown.
+    """
     kept, dropped, cuts = [], Counter({r: 0 for r in DROP_REASONS}), Counter(at_turn=0, at_repeat=0)
     for rec in generations:
         unknown = [i for i in rec["exemplar_ids"] if i not in exemplars_by_id]
@@ -139,9 +168,12 @@ def filter_records(generations: list[dict], exemplars_by_id: dict[str, dict],
         if result.reason:
             dropped[result.reason] += 1
             continue
-        kept.append({
+        out = {
             "id": rec["id"], "prompt": rec["prompt"], "response": result.answer,
             "round": rec["round"], "seed": rec["seed"], "exemplar_ids": rec["exemplar_ids"],
-        })
+        }
+        if result.thoughts:
+            out["thoughts"] = result.thoughts
+        kept.append(out)
     stats = {"total": len(generations), "kept": len(kept), "dropped": dict(dropped), "cut": dict(cuts)}
     return kept, stats

@@ -1,4 +1,5 @@
-"""Principle-driven response generation with the transformers backend (batched, seeded)."""
+"""Principle-driven response generation: request planning (exemplars per prompt from
+soft.icl) and the transformers backend (batched, seeded); soft.vllm_backend holds vLLM's."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import logging
 import time
 from dataclasses import dataclass
 
-from soft.principles import ANSWER_TAG, SEPARATOR, USER_TAG, Principles, build_prompt, sample_exemplars
+from soft.icl import IclSettings, choose_exemplars
+from soft.principles import ANSWER_TAG, SEPARATOR, USER_TAG, Principles, build_prompt
 
 log = logging.getLogger(__name__)
 
@@ -17,8 +19,8 @@ STOP_STRINGS = ["\n" + USER_TAG, "\n" + SEPARATOR]
 
 @dataclass(frozen=True)
 class GenerationSettings:
-    backend: str = "hf"
-    shots: int = 2
+    backend: str = "auto"  # auto | hf | vllm (soft.vllm_backend.resolve_backend)
+    dtype: str = "auto"  # vLLM only; the hf backend picks fp32 on CPU, bf16 on GPU
     max_new_tokens: int = 160
     temperature: float = 0.7
     top_p: float = 0.95
@@ -27,11 +29,11 @@ class GenerationSettings:
 
 
 def plan_requests(prompts: list[dict], principles: Principles, exemplar_pool: list[dict],
-                  shots: int, seed: int) -> list[dict]:
-    """One request per prompt: its sampled exemplar ids and the full prompt text."""
+                  icl: IclSettings, seed: int) -> list[dict]:
+    """One request per prompt: its exemplar ids (soft.icl) and the full prompt text."""
     requests = []
     for rec in prompts:
-        shown = sample_exemplars(exemplar_pool, shots, seed, rec["id"])
+        shown = choose_exemplars(exemplar_pool, icl, seed, rec["id"])
         requests.append({**rec, "exemplar_ids": [e["id"] for e in shown],
                          "text": build_prompt(principles, shown, rec["prompt"])})
     return requests
@@ -81,16 +83,25 @@ def generate_hf(model, tokenizer, texts: list[str], settings: GenerationSettings
 
 
 def generate_records(prompts: list[dict], model_dir: str, principles: Principles,
-                     exemplar_pool: list[dict], settings: GenerationSettings,
-                     seed: int, round_k: int) -> list[dict]:
+                     exemplar_pool: list[dict], settings: GenerationSettings, icl: IclSettings,
+                     seed: int, round_k: int, gpus: int = 0) -> list[dict]:
     """Generation records for one round: prompt fields + exemplar ids + raw continuation."""
-    from soft.models import load_causal_lm, load_tokenizer
+    from soft.vllm_backend import generate_vllm, resolve_backend
 
-    requests = plan_requests(prompts, principles, exemplar_pool, settings.shots, seed)
-    tokenizer = load_tokenizer(model_dir)
-    model = load_causal_lm(model_dir)
-    model.eval()
-    continuations = generate_hf(model, tokenizer, [r["text"] for r in requests], settings, seed)
+    requests = plan_requests(prompts, principles, exemplar_pool, icl, seed)
+    texts = [r["text"] for r in requests]
+    backend = resolve_backend(settings.backend)
+    log.info("backend %s (generation.backend: %s), icl mode %s, %d shots, pool of %d",
+             backend, settings.backend, icl.mode, icl.shots, len(exemplar_pool))
+    if backend == "vllm":
+        continuations = generate_vllm(model_dir, texts, [r["id"] for r in requests], settings, seed, gpus)
+    else:
+        from soft.models import load_causal_lm, load_tokenizer
+
+        tokenizer = load_tokenizer(model_dir)
+        model = load_causal_lm(model_dir)
+        model.eval()
+        continuations = generate_hf(model, tokenizer, texts, settings, seed)
     records = []
     for req, cont in zip(requests, continuations):
         rec = {k: v for k, v in req.items() if k != "text"}

@@ -27,6 +27,9 @@ TRAINING_FIELDS: FieldSpec = {
     "round": (int, True),
     "seed": (int, True),
     "exemplar_ids": (list, True),
+    # The internal thoughts before the answer marker, when the filter found the marker.
+    # Not trained on; the `growing` ICL mode shows them when the answer becomes an exemplar.
+    "thoughts": (str, False),
 }
 
 

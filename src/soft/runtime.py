@@ -9,6 +9,7 @@ import sys
 from typing import Callable
 
 from soft.errors import SoftError
+from soft.gpu_slots import claim_gpus
 
 log = logging.getLogger("soft")
 
@@ -30,14 +31,22 @@ def set_threads(n: int) -> None:
     torch.set_num_threads(max(1, int(n)))
 
 
-def run(main: Callable, smk) -> None:
-    """Run a script's main(snakemake) with logging; exit 1 with one line on SoftError."""
+def run(main: Callable, smk, gpus: int | None = None) -> None:
+    """Run a script's main(snakemake) with logging; exit 1 with one line on SoftError.
+
+    Before main runs, the job claims its GPUs (`gpus`, else the rule's `resources: gpu`)
+    and sees only those: this must happen before torch initialises CUDA, which is why
+    this module and the soft modules the scripts import at the top never import torch.
+    """
     setup_logging(smk.log[0] if len(smk.log) else None)
     # Offline by default: nothing reaches for a hub unless a rule asks for it.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
+        if gpus is None:
+            gpus = smk.resources.get("gpu", 0)
+        claim_gpus(gpus, rule=getattr(smk, "rulename", None))
         main(smk)
     except SoftError as e:
         log.error("%s", e)
