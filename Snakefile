@@ -36,6 +36,7 @@ validate(config, "config/schema/config.schema.yaml", set_default=False)
 include: "rules/common.smk"
 include: "rules/resources.smk"
 include: "rules/prompts.smk"
+include: "rules/curriculum.smk"
 include: "rules/generate.smk"
 include: "rules/filter.smk"
 include: "rules/train.smk"

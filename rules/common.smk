@@ -7,11 +7,13 @@ from snakemake.exceptions import WorkflowError
 from soft.config import (
     BASE_MODEL_EXP,
     check_pool_sizes,
+    check_train_gpus,
     evaluation_settings,
     load_schema,
     resolve_experiments,
     rule_resources,
 )
+from soft.curriculum import is_ordered
 from soft.errors import SoftError
 from soft.icl import earlier_rounds
 from soft.principles import load_exemplars
@@ -33,6 +35,7 @@ try:
     check_pool_sizes(EXPERIMENTS, len(PROMPT_POOL), len(EXEMPLAR_POOL),
                      config["prompts"], config["exemplars"])
     EVALUATION = evaluation_settings(config, SCHEMA)
+    check_train_gpus(EXPERIMENTS, rule_resources(config, "train_model", SCHEMA)["gpu"])
 except SoftError as e:
     raise WorkflowError(f"invalid configuration: {e}")
 
@@ -78,18 +81,61 @@ def train_init_model(wildcards):
     return model_dir(wildcards.exp, k - 1)
 
 
-def train_data(wildcards):
-    """Round k's training files: its own (train.data: current) or rounds 1..k (cumulative)."""
+def train_rounds(wildcards):
+    """Rounds whose data round k trains on: its own (train.data: current) or 1..k (cumulative)."""
     k = round_of(wildcards)
     first = 1 if experiment(wildcards)["train"]["data"] == "cumulative" else k
-    return [f"results/{wildcards.exp}/data/round{j}.jsonl" for j in range(first, k + 1)]
+    return range(first, k + 1)
+
+
+def train_data(wildcards):
+    return [f"results/{wildcards.exp}/data/round{j}.jsonl" for j in train_rounds(wildcards)]
+
+
+def curriculum_of(wildcards):
+    return experiment(wildcards)["curriculum"]
+
+
+def sorts_pool(wildcards):
+    """True when the curriculum sorts the whole budget before the split (SOFT+ across rounds)."""
+    cur = curriculum_of(wildcards)
+    return is_ordered(cur) and cur["scope"] == "across_rounds"
+
+
+def orders_rounds(wildcards):
+    cur = curriculum_of(wildcards)
+    return is_ordered(cur) and cur["scope"] == "within_round"
 
 
 def split_settings(wildcards):
     """Only what the split depends on: as a param, the whole experiment would make any
     unrelated setting (say train.epochs) re-split the prompts and rerun the chain."""
     exp = experiment(wildcards)
-    return {"prompt_budget": exp["prompt_budget"], "rounds": exp["rounds"]}
+    settings = {"prompt_budget": exp["prompt_budget"], "rounds": exp["rounds"]}
+    if sorts_pool(wildcards):
+        settings["curriculum_order"] = exp["curriculum"]["order"]
+    return settings
+
+
+def split_scores(wildcards):
+    return [f"results/{wildcards.exp}/curriculum/pool_scores.jsonl"] if sorts_pool(wildcards) else []
+
+
+def curriculum_scorer_model(wildcards):
+    """Within a round: the base model, or the model that wrote the round (round k-1)."""
+    k = round_of(wildcards)
+    if curriculum_of(wildcards)["scorer"] == "base":
+        return BASE_MODEL_DIR
+    return model_dir(wildcards.exp, k - 1)
+
+
+def training_scores(wildcards):
+    """Difficulty scores that fix round k's training order (none: the trainer shuffles)."""
+    if sorts_pool(wildcards):
+        return [f"results/{wildcards.exp}/curriculum/pool_scores.jsonl"]
+    if orders_rounds(wildcards):
+        return [f"results/{wildcards.exp}/curriculum/round{j}_scores.jsonl" for j in train_rounds(wildcards)]
+    return []
 
 
 def icl_settings(wildcards):

@@ -5,6 +5,7 @@
 rule split_prompts:
     input:
         pool=config["prompts"],
+        scores=split_scores,
     output:
         "results/{exp}/prompts/round{k}.jsonl",
     params:

@@ -7,10 +7,12 @@ rule train_model:
         data=train_data,
         init=train_init_model,
         principles=config["principles"],
+        scores=training_scores,
     output:
         directory("results/{exp}/models/round{k}"),
     params:
         settings=lambda w: experiment(w)["train"],
+        curriculum=curriculum_of,
         round=round_of,
         seed=SEED,
         work_dir=lambda w: f"results/{w.exp}/train_work/round{w.k}",

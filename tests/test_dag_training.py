@@ -16,3 +16,60 @@ def test_train_data_mode_chooses_the_rounds_trained_on(tmp_path, data_mode):
         first = 1 if data_mode == "cumulative" else k
         assert data == [f"results/soft/data/round{j}.jsonl" for j in range(first, k + 1)]
         assert BASE in job["input"] and not any("models/round" in f for f in job["input"])
+
+
+def jobs_by_rule(proc):
+    out = {}
+    for j in parse_jobs(proc.stdout):
+        out.setdefault(j["rule"], []).append(j)
+    return out
+
+
+def test_across_rounds_curriculum_scores_the_pool_once_before_the_split(tmp_path):
+    cfg = write_config(tmp_path, {"soft": {"rounds": 3},
+                                  "soft_plus": {"rounds": 3, "curriculum": {"order": "easy_to_hard"}}})
+    proc = dry_run(tmp_path, cfg)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = jobs_by_rule(proc)
+    scores = "results/soft_plus/curriculum/pool_scores.jsonl"
+    assert [j["output"] for j in jobs["score_pool_difficulty"]] == [[scores]]
+    assert BASE in jobs["score_pool_difficulty"][0]["input"]
+    assert "score_round_difficulty" not in jobs
+    for j in jobs["split_prompts"]:
+        assert (scores in j["input"]) == (j["wildcards"]["exp"] == "soft_plus")
+    for j in jobs["train_model"]:
+        assert (scores in j["input"]) == (j["wildcards"]["exp"] == "soft_plus")
+
+
+@pytest.mark.parametrize("scorer", ["base", "previous"])
+def test_within_round_curriculum_scores_each_round_with_its_scorer(tmp_path, scorer):
+    cfg = write_config(tmp_path, {"plus": {"rounds": 3, "train": {"data": "cumulative"}, "curriculum": {
+        "order": "hard_to_easy", "scope": "within_round", "scorer": scorer, "target": "prompt_response"}}})
+    proc = dry_run(tmp_path, cfg)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = jobs_by_rule(proc)
+    assert "score_pool_difficulty" not in jobs
+    score_jobs = {int(j["wildcards"]["k"]): j for j in jobs["score_round_difficulty"]}
+    assert sorted(score_jobs) == [1, 2, 3]
+    for k, j in score_jobs.items():
+        model = BASE if scorer == "base" or k == 1 else f"results/plus/models/round{k - 1}"
+        assert model in j["input"] and f"results/plus/data/round{k}.jsonl" in j["input"]
+    for j in jobs["train_model"]:
+        k = int(j["wildcards"]["k"])
+        assert [f for f in j["input"] if "/curriculum/" in f] == [
+            f"results/plus/curriculum/round{i}_scores.jsonl" for i in range(1, k + 1)]
+
+
+def test_impossible_curriculum_fails_at_dag_build(tmp_path):
+    cfg = write_config(tmp_path, {"plus": {"rounds": 2, "curriculum": {"order": "easy_to_hard",
+                                                                          "target": "prompt_response"}}})
+    proc = dry_run(tmp_path, cfg)
+    assert proc.returncode != 0
+    assert "experiments.plus.curriculum.target" in proc.stderr + proc.stdout
+
+
+def test_qlora_without_a_gpu_fails_at_dag_build(tmp_path):
+    cfg = write_config(tmp_path, {"q": {"train": {"method": "qlora"}}})
+    proc = dry_run(tmp_path, cfg)
+    assert proc.returncode != 0
+    assert "experiments.q.train.method': qlora needs a GPU, but resources.train_model.gpu is 0" in proc.stdout + proc.stderr

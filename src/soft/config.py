@@ -103,7 +103,10 @@ def resolve_experiments(config: dict, schema: dict | None = None) -> dict[str, d
 
 
 def check_experiment(name: str, exp: dict) -> None:
+    from soft.curriculum import check_curriculum
+
     key = f"experiments.{name}"
+    check_curriculum(f"{key}.curriculum", exp["curriculum"])
     if exp["rounds"] > exp["prompt_budget"]:
         raise SoftError(
             f"config key '{key}.rounds': {exp['rounds']} rounds need at least that many prompts, "
@@ -134,6 +137,15 @@ def check_pool_sizes(experiments: dict[str, dict], n_prompts: int, n_exemplars: 
             # Growing pools only grow from round 2 on: round 1 must fit the base pool.
             where = f"{exemplars_file} holds only" if pool_size is None else "icl.pool_size is"
             raise SoftError(f"{key}.icl.shots': {shots} exemplars per prompt but {where} {pool}")
+
+
+def check_train_gpus(experiments: dict[str, dict], train_gpus: int) -> None:
+    """QLoRA needs a GPU: with resources.train_model.gpu 0 its jobs would start, after
+    hours of generation, on a machine without one. Refuse when the DAG is built."""
+    for name, exp in experiments.items():
+        if exp["train"]["method"] == "qlora" and train_gpus < 1:
+            raise SoftError(f"config key 'experiments.{name}.train.method': qlora needs a GPU, but "
+                            f"resources.train_model.gpu is {train_gpus}")
 
 
 def rule_resources(config: dict, rule: str, schema: dict | None = None) -> dict:

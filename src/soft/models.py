@@ -52,15 +52,18 @@ def load_tokenizer(path: str | Path, padding_side: str = "left"):
     return tok
 
 
-def load_causal_lm(path: str | Path, device: str | None = None):
+def load_causal_lm(path: str | Path, device: str | None = None, quantization_config=None):
+    """A model folder on `device` (default: CUDA if seen, else CPU). With a
+    quantization_config (QLoRA) the weights are placed by bitsandbytes, not moved."""
     from transformers import AutoModelForCausalLM
 
     path = check_model_dir(path)
     device = device or pick_device()
+    extra = {"quantization_config": quantization_config, "device_map": {"": 0}} if quantization_config else {}
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            str(path), dtype=pick_dtype(device), use_safetensors=True, trust_remote_code=False
+            str(path), dtype=pick_dtype(device), use_safetensors=True, trust_remote_code=False, **extra
         )
     except (OSError, ValueError, RuntimeError) as e:
         raise SoftError(f"{path}: cannot load the model ({str(e).splitlines()[0]})") from None
-    return model.to(device)
+    return model if quantization_config else model.to(device)

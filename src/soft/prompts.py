@@ -8,18 +8,33 @@ from soft.config import round_sizes
 from soft.errors import SoftError
 
 
-def split_rounds(pool: list[dict], prompt_budget: int, rounds: int, seed: int) -> list[list[dict]]:
-    """Shuffle the pool with `seed`, take `prompt_budget` prompts, cut them into `rounds` slices.
+def budget_prompts(pool: list[dict], prompt_budget: int, seed: int) -> list[dict]:
+    """The `prompt_budget` prompts an experiment consumes: the head of one seeded shuffle.
 
     The shuffle depends only on the pool and the seed, never on the experiment, so
-    experiments with the same budget consume the same prompts: a single-round baseline
-    and a T-round chain see exactly the same total data.
+    experiments with the same budget consume the same prompts: a single-round baseline,
+    a T-round chain and a curriculum run see exactly the same total data.
     """
     if prompt_budget > len(pool):
         raise SoftError(f"prompt_budget {prompt_budget} exceeds the pool's {len(pool)} prompts")
     order = sorted(pool, key=lambda r: r["id"])  # independent of the file's line order
     random.Random(seed).shuffle(order)
-    chosen = order[:prompt_budget]
+    return order[:prompt_budget]
+
+
+def split_rounds(pool: list[dict], prompt_budget: int, rounds: int, seed: int,
+                 difficulty: dict[str, float] | None = None, order: str = "none") -> list[list[dict]]:
+    """Cut the experiment's budget prompts into `rounds` slices.
+
+    With a curriculum across rounds (`difficulty`: id -> NLL, `order` easy_to_hard or
+    hard_to_easy) the prompts are sorted before the cut, so round 1 gets the easiest
+    (or hardest) share; otherwise the seeded shuffle is cut as it is.
+    """
+    from soft.curriculum import sort_by_difficulty
+
+    chosen = budget_prompts(pool, prompt_budget, seed)
+    if difficulty is not None:
+        chosen = sort_by_difficulty(chosen, difficulty, order, where="prompt difficulty scores")
     slices, start = [], 0
     for size in round_sizes(prompt_budget, rounds):
         slices.append(chosen[start:start + size])

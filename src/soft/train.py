@@ -1,15 +1,26 @@
-"""Principle engraving: LoRA supervised fine-tuning on (distilled prompt, answer) pairs.
+"""Principle engraving: supervised fine-tuning on (distilled prompt, answer) pairs.
 
 TRL's SFTTrainer gets prompt-completion data in conversational form, applies the chat
-template and computes the loss on the completion tokens only. The LoRA adapter is merged
-and the result saved as a plain model folder that the next round, lm-eval and vLLM load.
+template and computes the loss on the completion tokens only. `train.method` picks LoRA
+(adapters merged into the saved model), full fine-tuning, or QLoRA (4-bit base, CUDA
+only). The result is a plain model folder that the next round, lm-eval and vLLM load.
+
+Curriculum runs (SOFT+) train in exactly the order of the records given: the Trainer's
+random sampler is replaced by a sequential one. Resumable checkpoints live in a work
+folder outside the model folder, and the model folder appears only when complete.
+
+One job with k > 1 GPUs trains with k processes: the script writes a job spec and
+relaunches itself under torchrun (soft.launch), each rank running `run_training`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
+import re
+import shutil
 from pathlib import Path
 
 from soft.errors import SoftError
@@ -19,6 +30,8 @@ from soft.principles import Principles, training_messages
 log = logging.getLogger(__name__)
 
 MODEL_CARD = "soft_model_card.json"
+JOB_FINGERPRINT = "soft_job.json"
+METHODS = ("lora", "full", "qlora")
 
 
 def build_dataset(records: list[dict], principles: Principles):
@@ -35,15 +48,36 @@ def lora_config(cfg: dict):
                       target_modules=cfg["target_modules"], task_type="CAUSAL_LM")
 
 
-def warmup_steps(train_cfg: dict, n_examples: int) -> int:
+def check_train_method(method: str) -> None:
+    """Refuse a method this job cannot run, before any model is loaded."""
+    if method not in METHODS:
+        raise SoftError(f"config key 'train.method': '{method}' is not one of {', '.join(METHODS)}")
+    if method != "qlora":
+        return
+    import importlib.util
+
+    import torch
+
+    if not torch.cuda.is_available():
+        raise SoftError("config key 'train.method': qlora needs a CUDA GPU and this job sees none "
+                        "(set resources.train_model.gpu, or use method lora or full)")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise SoftError("config key 'train.method': qlora needs the bitsandbytes package, which is "
+                        "not installed in this environment (pip install bitsandbytes)")
+
+
+def warmup_steps(train_cfg: dict, n_examples: int, world_size: int = 1) -> int:
     """Warm-up steps, rounded down: a small round must not spend its only step at lr 0."""
-    per_epoch = math.ceil(n_examples / (train_cfg["batch_size"] * train_cfg["grad_accum"]))
+    per_step = train_cfg["batch_size"] * train_cfg["grad_accum"] * world_size
+    per_epoch = math.ceil(n_examples / per_step)
     return int(train_cfg["warmup_ratio"] * math.ceil(per_epoch * train_cfg["epochs"]))
 
 
-def sft_config(train_cfg: dict, work_dir: Path, seed: int, device: str, n_examples: int):
+def sft_config(train_cfg: dict, work_dir: Path, seed: int, device: str, n_examples: int,
+               ordered: bool = False, world_size: int = 1):
     from trl import SFTConfig
 
+    save_steps = train_cfg.get("save_steps", 0)
     return SFTConfig(
         output_dir=str(work_dir),
         num_train_epochs=train_cfg["epochs"],
@@ -51,65 +85,191 @@ def sft_config(train_cfg: dict, work_dir: Path, seed: int, device: str, n_exampl
         gradient_accumulation_steps=train_cfg["grad_accum"],
         learning_rate=train_cfg["learning_rate"],
         lr_scheduler_type=train_cfg["lr_scheduler"],
-        warmup_steps=warmup_steps(train_cfg, n_examples),
+        warmup_steps=warmup_steps(train_cfg, n_examples, world_size),
         max_length=train_cfg["max_length"],
         completion_only_loss=True,
+        # A curriculum is an order: the default random sampler would undo it.
+        train_sampling_strategy="sequential" if ordered else "random",
         logging_steps=1,
-        save_strategy="no",
+        save_strategy="steps" if save_steps else "no",
+        save_steps=save_steps or 500,
+        save_total_limit=1,
         report_to=[],
         seed=seed,
         data_seed=seed,
         use_cpu=device == "cpu",
         bf16=device == "cuda",
-        gradient_checkpointing=False,
         dataloader_num_workers=0,
         disable_tqdm=True,
+        ddp_find_unused_parameters=False if world_size > 1 else None,
     )
+
+
+def last_checkpoint(work_dir: str | Path) -> Path | None:
+    """The newest complete Trainer checkpoint (trainer_state.json is written last, so a
+    checkpoint cut short by a kill is skipped)."""
+    work_dir = Path(work_dir)
+    if not work_dir.is_dir():
+        return None
+    found = []
+    for d in work_dir.iterdir():
+        m = re.fullmatch(r"checkpoint-(\d+)", d.name)
+        if m and d.is_dir() and (d / "trainer_state.json").is_file():
+            found.append((int(m.group(1)), d))
+    return max(found)[1] if found else None
+
+
+def prepare_work_dir(work_dir: str | Path, fingerprint: dict) -> Path | None:
+    """Make the work folder; keep its checkpoints only if they came from the same job
+    (same init, data, settings, seed and order). Returns the checkpoint to resume from."""
+    work_dir = Path(work_dir)
+    marker = work_dir / JOB_FINGERPRINT
+    if work_dir.exists():
+        try:
+            same = json.loads(marker.read_text(encoding="utf-8")) == fingerprint
+        except (OSError, ValueError):
+            same = False
+        if not same:
+            log.info("%s holds checkpoints of a different job: starting afresh", work_dir)
+            shutil.rmtree(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    write_json(marker, fingerprint)
+    return last_checkpoint(work_dir)
+
+
+def _world() -> tuple[int, int]:
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def load_init_model(init_dir: str | Path, method: str, device: str):
+    from soft.models import load_causal_lm
+
+    if method != "qlora":
+        return load_causal_lm(init_dir, device=device)
+    import torch
+    from peft import prepare_model_for_kbit_training
+    from transformers import BitsAndBytesConfig
+
+    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                               bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_use_double_quant=True)
+    model = load_causal_lm(init_dir, device=None, quantization_config=quant)
+    return prepare_model_for_kbit_training(model)
+
+
+def merged_model(trainer, method: str, init_dir: str | Path, work_dir: Path):
+    """The model to save: merged LoRA, the fully trained model, or (QLoRA) the adapter
+    merged into a bf16 reload of the init model (merging into 4-bit weights loses precision)."""
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if method == "lora":
+        return model.merge_and_unload()
+    if method == "full":
+        return model
+    from peft import PeftModel
+
+    from soft.models import load_causal_lm
+
+    adapter = work_dir / "adapter"
+    model.save_pretrained(adapter)
+    base = load_causal_lm(init_dir, device="cpu")
+    return PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
 
 
 def train_model(records: list[dict], init_dir: str | Path, out_dir: str | Path, principles: Principles,
-                train_cfg: dict, seed: int, card: dict, work_dir: str | Path) -> dict:
-    """Fine-tune from `init_dir` on `records`, write the merged model to `out_dir` atomically.
-
-    Returns the training metrics (loss per logged step)."""
+                train_cfg: dict, seed: int, card: dict, work_dir: str | Path,
+                ordered: bool = False) -> dict | None:
+    """Fine-tune from `init_dir` on `records` (in this order when `ordered`), write the
+    model to `out_dir` atomically. Returns the training metrics on rank 0, None elsewhere."""
     from transformers import set_seed
     from trl import SFTTrainer
 
-    from soft.models import load_causal_lm, load_tokenizer, pick_device
+    from soft.models import load_tokenizer, pick_device
 
     if not records:
         raise SoftError("no training records")
-    if train_cfg["method"] != "lora":
-        raise SoftError(f"config key 'train.method': '{train_cfg['method']}' is not supported")
+    method = train_cfg["method"]
+    check_train_method(method)
+    rank, world_size = _world()
+    card = {**card, "method": method, "ordered": ordered, "world_size": world_size,
+            "train_order": [r["id"] for r in records] if ordered else None}
+    fingerprint = {k: card[k] for k in ("init", "data", "seed", "train", "train_order") if k in card}
     set_seed(seed)
     device = pick_device()
-    tokenizer = load_tokenizer(init_dir, padding_side="right")
-    model = load_causal_lm(init_dir, device=device)
-    dataset = build_dataset(records, principles)
     work_dir = Path(work_dir)
-    work_dir.mkdir(parents=True, exist_ok=True)
+    resume = prepare_work_dir(work_dir, fingerprint) if rank == 0 else None
+    if world_size > 1:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device == "cuda" else "gloo")
+        box = [str(resume) if resume else None]
+        dist.broadcast_object_list(box, src=0)  # every rank resumes from the same step
+        resume = Path(box[0]) if box[0] else None
+    tokenizer = load_tokenizer(init_dir, padding_side="right")
+    model = load_init_model(init_dir, method, device)
     trainer = SFTTrainer(
         model=model,
-        args=sft_config(train_cfg, work_dir, seed, device, len(records)),
-        train_dataset=dataset,
+        args=sft_config(train_cfg, work_dir, seed, device, len(records), ordered, world_size),
+        train_dataset=build_dataset(records, principles),
         processing_class=tokenizer,
-        peft_config=lora_config(train_cfg["lora"]),
+        peft_config=lora_config(train_cfg["lora"]) if method in ("lora", "qlora") else None,
     )
-    log.info("training on %d examples from %s", len(records), card.get("init"))
-    result = trainer.train()
+    if resume:
+        log.info("resuming from %s", resume)
+    log.info("training (%s, %s order, %d process(es)) on %d examples from %s", method,
+             "fixed" if ordered else "shuffled", world_size, len(records), card.get("init"))
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    if not trainer.is_world_process_zero():
+        return None
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     log.info("done: %d steps, loss %.4f -> %.4f", result.global_step, losses[0], losses[-1])
-    merged = trainer.model.merge_and_unload()
+    model = merged_model(trainer, method, init_dir, work_dir)
+    metrics = {"steps": result.global_step, "loss_first": losses[0], "loss_last": losses[-1],
+               "losses": losses, "resumed_from_step": int(resume.name.split("-")[1]) if resume else None}
     with atomic_path(out_dir, is_dir=True) as tmp:
-        merged.save_pretrained(tmp, safe_serialization=True)
+        model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.padding_side = "left"
         tokenizer.save_pretrained(tmp)
-        metrics = {"steps": result.global_step, "loss_first": losses[0], "loss_last": losses[-1],
-                   "losses": losses}
-        write_json(Path(tmp) / MODEL_CARD, {**card, "train_metrics": metrics})
+        # The resume point is a fact about this job's history, not about the model: it
+        # goes to the log, so the card stays the same whether or not the job was killed.
+        write_json(Path(tmp) / MODEL_CARD, {**card, "train_metrics": {k: v for k, v in metrics.items()
+                                                                      if k != "resumed_from_step"}})
+    shutil.rmtree(work_dir, ignore_errors=True)  # checkpoints are only for resuming
     return metrics
 
 
 def data_files_card(paths: list[str | Path]) -> list[dict]:
     """Data provenance for the model card: file names relative to the run, with sha256."""
     return [{"path": os.fspath(p), "sha256": sha256_file(p)} for p in paths]
+
+
+def run_training(spec: dict) -> dict | None:
+    """One round's training from a job spec (paths and settings only, JSON-serialisable,
+    so torchrun workers get it from a file): read the data, apply the curriculum order,
+    train, save. Keys: data, scores, init, out, principles, settings, curriculum, seed,
+    round, work_dir."""
+    from soft.curriculum import is_ordered, read_scores, training_order
+    from soft.principles import load_principles
+    from soft.records import read_training_data
+
+    groups = [read_training_data(path) for path in spec["data"]]
+    curriculum = spec["curriculum"]
+    ordered = is_ordered(curriculum)
+    if ordered:
+        nll: dict[str, float] = {}
+        for path in spec["scores"]:
+            nll.update(read_scores(path))
+        records = training_order(groups, nll, curriculum["order"])
+    else:
+        records = [r for g in groups for r in g]
+    settings = spec["settings"]
+    card = {
+        "round": spec["round"],
+        "init": os.fspath(spec["init"]),
+        "init_mode": settings["init"],
+        "data": data_files_card(spec["data"]),
+        "seed": spec["seed"],
+        "train": settings,
+        "curriculum": curriculum,
+    }
+    return train_model(records, spec["init"], spec["out"], load_principles(spec["principles"]),
+                       settings, spec["seed"], card, spec["work_dir"], ordered=ordered)

@@ -1,4 +1,6 @@
-"""Write one round's disjoint slice of the prompt pool."""
+"""Write one round's disjoint slice of the prompt pool (sorted by difficulty first when
+the experiment's curriculum works across rounds)."""
+from soft.curriculum import read_scores
 from soft.io import write_jsonl
 from soft.prompts import split_rounds
 from soft.records import read_prompts
@@ -7,8 +9,10 @@ from soft.runtime import log, run
 
 def main(smk):
     settings, k = smk.params.settings, smk.params.round
-    slices = split_rounds(read_prompts(smk.input.pool), settings["prompt_budget"],
-                          settings["rounds"], smk.params.seed)
+    scores = smk.input.get("scores")
+    slices = split_rounds(read_prompts(smk.input.pool), settings["prompt_budget"], settings["rounds"],
+                          smk.params.seed, difficulty=read_scores(scores) if scores else None,
+                          order=settings.get("curriculum_order", "none"))
     write_jsonl(smk.output[0], slices[k - 1])
     log.info("round %d: %d prompts", k, len(slices[k - 1]))
 

@@ -1,25 +1,31 @@
-"""Fine-tune round k's model on its filtered data and save the merged model folder."""
-from soft.principles import load_principles
-from soft.records import read_training_data
-from soft.runtime import run, set_threads
-from soft.train import data_files_card, train_model
+"""Fine-tune round k's model on its filtered data (in curriculum order for SOFT+) and save
+the merged model folder; with k > 1 GPUs the training runs as k torchrun processes."""
+from soft.launch import launch, processes_for, write_spec
+from soft.runtime import log, run, set_threads
+from soft.train import check_train_method, run_training
 
 
 def main(smk):
     set_threads(smk.threads)
-    settings = smk.params.settings
-    card = {
-        "round": smk.params.round,
+    check_train_method(smk.params.settings["method"])
+    spec = {
+        "data": list(smk.input.data),
+        "scores": list(smk.input.scores),
         "init": str(smk.input.init),
-        "init_mode": settings["init"],
-        "data": data_files_card(smk.input.data),
+        "out": smk.output[0],
+        "principles": smk.input.principles,
+        "settings": smk.params.settings,
+        "curriculum": smk.params.curriculum,
         "seed": smk.params.seed,
-        "train": settings,
+        "round": smk.params.round,
+        "work_dir": smk.params.work_dir,
     }
-    records = [r for path in smk.input.data for r in read_training_data(path)]
-    train_model(records, smk.input.init, smk.output[0],
-                load_principles(smk.input.principles), settings, smk.params.seed, card,
-                smk.params.work_dir)
+    nproc = processes_for(smk.resources.get("gpu", 0))
+    if nproc > 1:
+        log.info("training with %d processes (one per GPU) under torchrun", nproc)
+        launch(nproc, write_spec(f"{smk.params.work_dir}.launch.json", spec))
+    else:
+        run_training(spec)
 
 
 run(main, snakemake)  # noqa: F821 (injected by Snakemake)

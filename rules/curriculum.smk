@@ -1,0 +1,54 @@
+# SOFT+ difficulty scores (perplexity under the curriculum's scorer model). Across rounds
+# the experiment's whole prompt budget is scored once, before the split; within a round
+# each round's filtered answers are scored before that round trains.
+
+
+rule score_pool_difficulty:
+    input:
+        pool=config["prompts"],
+        model=BASE_MODEL_DIR,
+        principles=config["principles"],
+    output:
+        "results/{exp}/curriculum/pool_scores.jsonl",
+    params:
+        curriculum=curriculum_of,
+        prompt_budget=lambda w: experiment(w)["prompt_budget"],
+        max_length=lambda w: experiment(w)["train"]["max_length"],
+        seed=SEED,
+    log:
+        "logs/{exp}/score_pool_difficulty.log",
+    benchmark:
+        "benchmarks/{exp}/score_pool_difficulty.tsv"
+    threads: resources_of("score_difficulty")["threads"]
+    resources:
+        mem_mb=resources_of("score_difficulty")["mem_mb"],
+        gpu=resources_of("score_difficulty")["gpu"],
+    conda:
+        "../envs/train.yaml"
+    script:
+        "../workflow/scripts/score_difficulty.py"
+
+
+rule score_round_difficulty:
+    input:
+        data="results/{exp}/data/round{k}.jsonl",
+        model=curriculum_scorer_model,
+        principles=config["principles"],
+    output:
+        "results/{exp}/curriculum/round{k}_scores.jsonl",
+    params:
+        curriculum=curriculum_of,
+        max_length=lambda w: experiment(w)["train"]["max_length"],
+        seed=SEED,
+    log:
+        "logs/{exp}/score_round_difficulty/round{k}.log",
+    benchmark:
+        "benchmarks/{exp}/score_round_difficulty/round{k}.tsv"
+    threads: resources_of("score_difficulty")["threads"]
+    resources:
+        mem_mb=resources_of("score_difficulty")["mem_mb"],
+        gpu=resources_of("score_difficulty")["gpu"],
+    conda:
+        "../envs/train.yaml"
+    script:
+        "../workflow/scripts/score_difficulty.py"

@@ -1,0 +1,169 @@
+"""SOFT+ curriculum: difficulty as perplexity, and the training orders built from it.
+
+Difficulty of an example is the mean negative log-likelihood (log-perplexity) of its
+scored span under a scorer model: the user prompt (target `prompt`, given the distilled
+system prompt) or the answer (target `prompt_response`, given system prompt and user
+turn), both laid out with the chat template exactly as training sees them.
+
+Two scopes (the paper leaves open which one SOFT+ uses):
+- across_rounds: the experiment's prompt budget is scored once by the base model, sorted,
+  and then cut into rounds, so round 1 gets the easiest prompts;
+- within_round: each round's filtered answers are scored (by the base model or by the
+  previous round's model) and only the training order inside the round changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+from soft.errors import SoftError
+from soft.io import FieldSpec, read_jsonl
+from soft.principles import Principles, training_messages
+
+log = logging.getLogger(__name__)
+
+ORDERS = ("none", "easy_to_hard", "hard_to_easy")
+SCOPES = ("across_rounds", "within_round")
+
+SCORE_FIELDS: FieldSpec = {
+    "id": (str, True),
+    "nll": ((int, float), True),
+    "ppl": ((int, float), True),
+    "n_tokens": (int, True),
+}
+
+
+def is_ordered(curriculum: dict) -> bool:
+    return curriculum.get("order", "none") != "none"
+
+
+def check_curriculum(key: str, curriculum: dict) -> None:
+    """Cross-field checks a schema cannot express; `key` is the config path of the section."""
+    if not is_ordered(curriculum) or curriculum["scope"] != "across_rounds":
+        return
+    if curriculum["scorer"] != "base":
+        raise SoftError(
+            f"config key '{key}.scorer': scope across_rounds sorts the prompt pool before round 1, "
+            f"when only the base model exists; set scorer: base, or scope: within_round")
+    if curriculum["target"] != "prompt":
+        raise SoftError(
+            f"config key '{key}.target': scope across_rounds sorts prompts before any answer is "
+            f"written; set target: prompt, or scope: within_round")
+
+
+def scoring_texts(tokenizer, principles: Principles, prompt: str, response: str | None) -> tuple[str, str]:
+    """(context, scored span) for one example, in the training layout (chat template)."""
+    msgs = training_messages(principles, prompt)["prompt"]
+    if getattr(tokenizer, "chat_template", None):
+        if response is None:
+            text = tokenizer.apply_chat_template(msgs, tokenize=False)
+            start = text.rindex(prompt)
+            return text[:start], prompt
+        return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True), response
+    context = f"{principles.system_prompt}\n\nUser: "
+    if response is None:
+        return context, prompt
+    return f"{context}{prompt}\n\nAssistant: ", response
+
+
+def encode_pair(tokenizer, context: str, span: str, max_length: int) -> tuple[list[int], list[int]]:
+    """Token ids of context and span, cut to max_length (the span keeps its start, the
+    context its end: the span is what is scored)."""
+    ctx = tokenizer(context, add_special_tokens=False).input_ids
+    tgt = tokenizer(span, add_special_tokens=False).input_ids[:max(1, max_length - 1)]
+    if not tgt:
+        raise SoftError("empty span to score")
+    room = max_length - len(tgt)
+    ctx = ctx[-room:] if room > 0 else []
+    return ctx, tgt
+
+
+def span_nll(model, pairs: list[tuple[list[int], list[int]]], pad_id: int, batch_size: int) -> list[tuple[float, int]]:
+    """Mean NLL of each span given its context, batched by length (longest first)."""
+    import torch
+    import torch.nn.functional as F
+
+    out: list[tuple[float, int]] = [(0.0, 0)] * len(pairs)
+    lengths = [len(c) + len(t) for c, t in pairs]
+    order = sorted(range(len(pairs)), key=lambda i: (-lengths[i], i))
+    start = time.perf_counter()
+    for b in range(0, len(order), batch_size):
+        idx = order[b:b + batch_size]
+        width = max(lengths[i] for i in idx)
+        ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(idx), width), dtype=torch.long)
+        labels = torch.full((len(idx), width), -100, dtype=torch.long)
+        for row, i in enumerate(idx):
+            ctx, tgt = pairs[i]
+            seq = ctx + tgt
+            ids[row, :len(seq)] = torch.tensor(seq)
+            mask[row, :len(seq)] = 1
+            labels[row, len(ctx):len(seq)] = torch.tensor(tgt)
+        ids, mask, labels = ids.to(model.device), mask.to(model.device), labels.to(model.device)
+        with torch.inference_mode():
+            logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+        target = labels[:, 1:]
+        nll = F.cross_entropy(logits.transpose(1, 2), target, ignore_index=-100, reduction="none")
+        counts = (target != -100).sum(dim=1)
+        sums = nll.sum(dim=1)
+        for row, i in enumerate(idx):
+            out[i] = (float(sums[row] / counts[row]), int(counts[row]))
+        log.info("scored %d/%d examples (%.1f s)", min(b + batch_size, len(order)), len(order),
+                 time.perf_counter() - start)
+    return out
+
+
+def score_records(records: list[dict], model_dir: str, principles: Principles, target: str,
+                  batch_size: int, max_length: int) -> list[dict]:
+    """One score record per input record, in input order: id, nll, ppl, n_tokens.
+
+    target `prompt` scores the prompt; `prompt_response` the record's `response`."""
+    from soft.models import load_causal_lm, load_tokenizer
+
+    if not records:
+        raise SoftError("nothing to score")
+    if target == "prompt_response" and any("response" not in r for r in records):
+        raise SoftError("target prompt_response needs records with a 'response' field")
+    tokenizer = load_tokenizer(model_dir, padding_side="right")
+    model = load_causal_lm(model_dir)
+    model.eval()
+    pairs = []
+    for r in records:
+        context, span = scoring_texts(tokenizer, principles, r["prompt"],
+                                      r["response"] if target == "prompt_response" else None)
+        pairs.append(encode_pair(tokenizer, context, span, max_length))
+    scores = span_nll(model, pairs, tokenizer.pad_token_id, batch_size)
+    # Rounded so that the order does not hinge on the last bits of a float sum.
+    return [{"id": r["id"], "nll": round(nll, 6), "ppl": round(math.exp(nll), 4), "n_tokens": n}
+            for r, (nll, n) in zip(records, scores)]
+
+
+def read_scores(path) -> dict[str, float]:
+    """id -> nll from a scores file written by score_records."""
+    recs = read_jsonl(path, SCORE_FIELDS, non_empty=["id"])
+    return {r["id"]: float(r["nll"]) for r in recs}
+
+
+def sort_by_difficulty(records: list[dict], nll: dict[str, float], order: str, where: str = "") -> list[dict]:
+    """Records easy-to-hard (ascending NLL) or hard-to-easy; ties broken by id so the order
+    is total. `order: none` returns the records unchanged."""
+    if order == "none":
+        return list(records)
+    if order not in ORDERS:
+        raise SoftError(f"unknown curriculum order '{order}' (one of {', '.join(ORDERS)})")
+    missing = [r["id"] for r in records if r["id"] not in nll]
+    if missing:
+        raise SoftError(f"{where or 'scores'}: no difficulty score for id '{missing[0]}'"
+                        f" ({len(missing)} records unscored)")
+    sign = 1 if order == "easy_to_hard" else -1
+    return sorted(records, key=lambda r: (sign * nll[r["id"]], r["id"]))
+
+
+def training_order(groups: list[list[dict]], nll: dict[str, float], order: str) -> list[dict]:
+    """Training sequence for one round: each data file's records (one group per round,
+    rounds in chain order) sorted by difficulty, then concatenated. Across rounds the
+    rounds were already cut easy-to-hard, so this is one global order; within a round it
+    orders each round's share."""
+    return [r for group in groups for r in sort_by_difficulty(group, nll, order)]

@@ -1,0 +1,142 @@
+"""Training recipes on the tiny model: curriculum order as seen by the optimiser, full
+fine-tuning, QLoRA refusal, resumable work folders, and the multi-process launch."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from soft.errors import SoftError
+from soft.io import read_json, write_jsonl
+from soft.launch import processes_for, torchrun_command
+from soft.principles import load_principles
+from soft.train import MODEL_CARD, check_train_method, last_checkpoint, prepare_work_dir, train_model
+from tiny import REPO, make_tiny_model
+
+PRINCIPLES = load_principles(REPO / "config/principles.yaml")
+
+TRAIN = {"init": "previous", "data": "current", "method": "lora",
+         "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": "all-linear"},
+         "learning_rate": 1e-3, "lr_scheduler": "constant", "warmup_ratio": 0.0, "epochs": 2,
+         "batch_size": 2, "grad_accum": 1, "max_length": 256, "save_steps": 0}
+
+# Distinct answers, so each training row can be told apart after tokenisation.
+WORDS = ["apple", "river", "mountain", "violin", "candle", "harbor", "meadow", "lantern"]
+
+
+def records():
+    return [{"id": f"r{i}", "prompt": f"Tell me about item {i}.", "response": f"It is a {w}.",
+             "round": 1, "seed": 0, "exemplar_ids": []} for i, w in enumerate(WORDS)]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    return make_tiny_model(tmp_path_factory.mktemp("m") / "tiny")
+
+
+def rows_seen_by_optimiser(monkeypatch, tokenizer_dir, **train_kwargs) -> list[str]:
+    """Run a real training and return, step by step, which record each row of each batch
+    that reached training_step was (identified by its answer word)."""
+    from transformers import AutoTokenizer
+    from trl import SFTTrainer
+
+    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    seen: list[str] = []
+    original = SFTTrainer.training_step
+
+    def recording_step(self, model, inputs, *args, **kwargs):
+        for row in inputs["input_ids"]:
+            text = tok.decode(row, skip_special_tokens=True)
+            seen.append(next(f"r{i}" for i, w in enumerate(WORDS) if f"It is a {w}." in text))
+        return original(self, model, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(SFTTrainer, "training_step", recording_step)
+    train_model(**train_kwargs)
+    return seen
+
+
+def test_ordered_training_sees_exactly_the_file_order(tmp_path, tiny_model, monkeypatch):
+    order = [records()[i] for i in (5, 2, 7, 0, 3, 6, 1, 4)]  # some curriculum order
+    seen = rows_seen_by_optimiser(
+        monkeypatch, tiny_model, records=order, init_dir=tiny_model, out_dir=tmp_path / "out",
+        principles=PRINCIPLES, train_cfg=TRAIN, seed=0, card={}, work_dir=tmp_path / "work", ordered=True)
+    ids = [r["id"] for r in order]
+    assert seen == ids * 2  # two epochs, each in exactly the given order
+    card = read_json(tmp_path / "out" / MODEL_CARD)
+    assert card["train_order"] == ids and card["ordered"] is True
+
+
+def test_unordered_training_shuffles(tmp_path, tiny_model, monkeypatch):
+    """The control: without a curriculum the Trainer's random sampler reorders the rows,
+    so the test above would fail if the sequential sampler were not in place."""
+    seen = rows_seen_by_optimiser(
+        monkeypatch, tiny_model, records=records(), init_dir=tiny_model, out_dir=tmp_path / "out",
+        principles=PRINCIPLES, train_cfg=TRAIN, seed=0, card={}, work_dir=tmp_path / "work", ordered=False)
+    ids = [r["id"] for r in records()]
+    assert sorted(seen) == sorted(ids * 2) and seen != ids * 2
+
+
+def test_full_fine_tuning_saves_a_plain_model(tmp_path, tiny_model):
+    from safetensors.torch import load_file
+
+    out = tmp_path / "out"
+    metrics = train_model(records(), tiny_model, out, PRINCIPLES, {**TRAIN, "method": "full", "epochs": 1},
+                          seed=0, card={}, work_dir=tmp_path / "work")
+    weights = load_file(next(out.glob("*.safetensors")))
+    before = load_file(next(tiny_model.glob("*.safetensors")))
+    assert not any("lora" in k for k in weights)
+    assert any(not (weights[k] == before[k]).all() for k in before)  # every weight is trainable
+    assert metrics["steps"] == 4 and read_json(out / MODEL_CARD)["method"] == "full"
+    assert not (tmp_path / "work").exists()  # checkpoints are removed once the model is saved
+
+
+def test_qlora_is_refused_without_cuda_before_any_work():
+    with pytest.raises(SoftError, match="qlora needs a CUDA GPU"):
+        check_train_method("qlora")
+    check_train_method("lora")
+    with pytest.raises(SoftError, match="'train.method': 'adam'"):
+        check_train_method("adam")
+
+
+def test_work_dir_keeps_checkpoints_of_the_same_job_only(tmp_path):
+    work = tmp_path / "work"
+    assert prepare_work_dir(work, {"seed": 0}) is None
+    (work / "checkpoint-4").mkdir()
+    (work / "checkpoint-4" / "trainer_state.json").write_text("{}")
+    (work / "checkpoint-6").mkdir()  # cut short by a kill: no trainer_state.json
+    assert last_checkpoint(work) == work / "checkpoint-4"
+    assert prepare_work_dir(work, {"seed": 0}) == work / "checkpoint-4"
+    assert prepare_work_dir(work, {"seed": 1}) is None  # another job's checkpoints are dropped
+    assert not (work / "checkpoint-4").exists()
+
+
+def test_torchrun_command_one_process_per_gpu(tmp_path):
+    cmd = torchrun_command(4, tmp_path / "spec.json", python="/py")
+    assert cmd == ["/py", "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=4",
+                   "--max-restarts=0", "-m", "soft.train_worker", str(tmp_path / "spec.json")]
+    with pytest.raises(SoftError):
+        torchrun_command(1, "s.json")
+    assert processes_for(0, env={}) == 1 and processes_for(1, env={}) == 1 and processes_for(8, env={}) == 8
+    assert processes_for(8, env={"LOCAL_RANK": "0", "WORLD_SIZE": "8"}) == 1  # no recursive launch
+
+
+def test_two_process_training_under_torchrun(tmp_path, tiny_model):
+    """The real multi-process path on CPU (gloo): two ranks train one model, rank 0 saves."""
+    data = tmp_path / "round1.jsonl"
+    write_jsonl(data, records())
+    spec = {"data": [str(data)], "scores": [], "init": str(tiny_model), "out": str(tmp_path / "out"),
+            "principles": str(REPO / "config/principles.yaml"), "settings": {**TRAIN, "epochs": 1},
+            "curriculum": {"order": "none"}, "seed": 0, "round": 1, "work_dir": str(tmp_path / "work")}
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(torchrun_command(2, tmp_path / "spec.json", python=sys.executable),
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    card = read_json(tmp_path / "out" / MODEL_CARD)
+    assert card["world_size"] == 2
+    # 8 examples, batch 2 per rank, 2 ranks: 2 optimiser steps per epoch
+    assert card["train_metrics"]["steps"] == 2
