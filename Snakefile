@@ -6,7 +6,7 @@
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
-from soft.config import check_moved_keys
+from soft.config import check_moved_keys, extend_config
 from soft.errors import SoftError
 
 min_version("9.0")
@@ -20,9 +20,14 @@ if not workflow.overwrite_configfiles:
 
 
 
-# A key that moved (generation.shots -> icl.shots) is named with its new place, before
-# the schema reports it as merely unexpected.
+# An ablation config may name the config it modifies (`extends:`); its experiments replace
+# the base grid. A key that moved (generation.shots -> icl.shots) is named with its new
+# place, before the schema reports it as merely unexpected.
 try:
+    _extended = extend_config(config)
+    if _extended is not config:
+        config.clear()
+        config.update(_extended)
     check_moved_keys(config)
 except SoftError as e:
     raise WorkflowError(f"invalid configuration: {e}")

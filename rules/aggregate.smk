@@ -6,12 +6,12 @@ rule aggregate_metrics:
         evals=[entry[3] for entry in eval_table_entries()],
         filter_stats=filter_stats_paths(),
     output:
-        csv="results/tables/metrics.csv",
-        md="results/tables/metrics.md",
+        csv=f"{TABLES_DIR}/metrics.csv",
+        md=f"{TABLES_DIR}/metrics.md",
     params:
         entries=eval_table_entries(),
     log:
-        "logs/aggregate_metrics.log",
+        f"logs/aggregate_metrics{LOG_SUFFIX}.log",
     threads: 1
     resources:
         mem_mb=1000,
@@ -24,12 +24,12 @@ rule aggregate_metrics:
 
 rule plot_metrics:
     input:
-        csv="results/tables/metrics.csv",
+        csv=f"{TABLES_DIR}/metrics.csv",
     output:
-        png="results/figures/metric_vs_round.png",
-        pdf="results/figures/metric_vs_round.pdf",
+        png=f"{FIGURES_DIR}/metric_vs_round.png",
+        pdf=f"{FIGURES_DIR}/metric_vs_round.pdf",
     log:
-        "logs/plot_metrics.log",
+        f"logs/plot_metrics{LOG_SUFFIX}.log",
     threads: 1
     resources:
         mem_mb=1000,

@@ -10,6 +10,7 @@ from soft.config import (
     check_train_gpus,
     evaluation_settings,
     load_schema,
+    output_dirs,
     resolve_experiments,
     rule_resources,
 )
@@ -42,6 +43,8 @@ except SoftError as e:
 SEED = config.get("seed", 0)
 BASE_MODEL_DIR = f"resources/models/{config['base_model']['name']}"
 BENCHMARK_DIR = "resources/benchmarks"
+TABLES_DIR, FIGURES_DIR = output_dirs(config)
+LOG_SUFFIX = f"_{config['run_name']}" if config.get("run_name") else ""
 
 
 def resources_of(rule_name):
@@ -202,8 +205,8 @@ def filter_stats_paths():
 
 def final_outputs():
     return [
-        "results/tables/metrics.csv",
-        "results/tables/metrics.md",
-        "results/figures/metric_vs_round.png",
-        "results/figures/metric_vs_round.pdf",
+        f"{TABLES_DIR}/metrics.csv",
+        f"{TABLES_DIR}/metrics.md",
+        f"{FIGURES_DIR}/metric_vs_round.png",
+        f"{FIGURES_DIR}/metric_vs_round.pdf",
     ]

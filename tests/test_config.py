@@ -49,11 +49,14 @@ def test_repo_config_validates(cfg, schema):
     validate_schema(cfg)  # default schema path is the same file
 
 
-def test_repo_config_resolves_two_experiments_with_defaults(cfg, schema):
+def test_repo_config_resolves_the_default_grid(cfg, schema):
     exps = resolve_experiments(cfg, schema)
-    assert list(exps) == ["single_round", "soft"]
+    assert list(exps) == ["single_round", "soft", "soft_plus"]
     assert exps["single_round"]["rounds"] == 1
-    assert exps["soft"]["rounds"] == 3
+    assert exps["soft"]["rounds"] == 3 and exps["soft"]["curriculum"]["order"] == "none"
+    # SOFT+ differs from SOFT only by its easy-to-hard order
+    plus = {**exps["soft_plus"], "curriculum": exps["soft"]["curriculum"]}
+    assert plus == exps["soft"] and exps["soft_plus"]["curriculum"]["order"] == "easy_to_hard"
     for exp in exps.values():
         assert exp["prompt_budget"] == 48
         assert exp["icl"] == {"mode": "random", "shots": 2, "pool_size": None}
@@ -71,24 +74,79 @@ def test_repo_config_resolves_two_experiments_with_defaults(cfg, schema):
         assert exp["train"]["max_length"] == 512
 
 
-def test_icl_diversity_config(cfg, schema):
+def load_ablation(name: str, schema, monkeypatch) -> dict:
+    """An ablation config as the Snakefile sees it: extended onto config/config.yaml."""
+    from soft.config import extend_config
+
+    monkeypatch.chdir(REPO)  # `extends` is relative to the workflow's directory
+    raw = yaml.safe_load((REPO / "config" / "experiments" / name).read_text(encoding="utf-8"))
+    full = extend_config(raw)
+    validate_schema(full, schema)
+    return full
+
+
+def test_icl_diversity_config(cfg, schema, monkeypatch):
     """Three ICL modes at equal prompt budget, the rest as the default grid."""
     from soft.principles import load_exemplars
     from soft.records import read_prompts
 
-    icl_cfg = yaml.safe_load((REPO / "config" / "experiments" / "icl_diversity.yaml").read_text(encoding="utf-8"))
-    validate_schema(icl_cfg, schema)
+    icl_cfg = load_ablation("icl_diversity.yaml", schema, monkeypatch)
     for key in ("seed", "base_model", "benchmarks", "prompts", "principles", "exemplars", "evaluation",
                 "defaults", "resources"):
         assert icl_cfg[key] == cfg[key], key
+    assert icl_cfg["run_name"] == "icl_diversity"
     exps = resolve_experiments(icl_cfg, schema)
     assert {name: e["icl"]["mode"] for name, e in exps.items()} == {
-        "icl_fixed": "fixed", "icl_random": "random", "icl_growing": "growing"}
+        "icl_fixed": "fixed", "soft": "random", "icl_growing": "growing"}
     assert {(e["prompt_budget"], e["rounds"], e["icl"]["shots"]) for e in exps.values()} == {(48, 3, 2)}
-    # icl_random is the default grid's soft experiment
-    assert exps["icl_random"] == resolve_experiments(cfg, schema)["soft"]
+    # its random-mode chain is the default grid's soft experiment, so results are shared
+    assert exps["soft"] == resolve_experiments(cfg, schema)["soft"]
     check_pool_sizes(exps, len(read_prompts(REPO / icl_cfg["prompts"])),
                      len(load_exemplars(REPO / icl_cfg["exemplars"])), "p", "e")
+
+
+def test_training_order_config(cfg, schema, monkeypatch):
+    order_cfg = load_ablation("training_order.yaml", schema, monkeypatch)
+    exps = resolve_experiments(order_cfg, schema)
+    assert {n: e["curriculum"]["order"] for n, e in exps.items()} == {
+        "soft": "none", "soft_plus": "easy_to_hard", "soft_hard_to_easy": "hard_to_easy"}
+    assert {(e["prompt_budget"], e["rounds"]) for e in exps.values()} == {(48, 3)}
+    main = resolve_experiments(cfg, schema)
+    assert exps["soft"] == main["soft"] and exps["soft_plus"] == main["soft_plus"]
+
+
+def test_extends_merges_sections_and_replaces_experiments(tmp_path, monkeypatch):
+    from soft.config import extend_config, output_dirs
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump({
+        "seed": 1, "defaults": {"rounds": 2, "train": {"epochs": 3, "init": "base"}},
+        "experiments": {"a": {}, "b": {}}}))
+    out = extend_config({"extends": "base.yaml", "defaults": {"train": {"epochs": 1}},
+                         "experiments": {"c": {"rounds": 4}}})
+    assert out == {"seed": 1, "defaults": {"rounds": 2, "train": {"epochs": 1, "init": "base"}},
+                   "experiments": {"c": {"rounds": 4}}}
+    assert extend_config({"extends": "base.yaml"})["experiments"] == {"a": {}, "b": {}}
+    assert output_dirs({}) == ("results/tables", "results/figures")
+    assert output_dirs({"run_name": "x"}) == ("results/tables/x", "results/figures/x")
+
+
+@pytest.mark.parametrize("content,match", [
+    (None, "config key 'extends': missing.yaml not found"),
+    ("extends: other.yaml\n", "itself extends another file"),
+    ("- a list\n", "expected a mapping"),
+    ("a: [unclosed\n", "not valid YAML"),
+])
+def test_extends_errors_name_the_file(tmp_path, monkeypatch, content, match):
+    from soft.config import extend_config
+
+    monkeypatch.chdir(tmp_path)
+    name = "missing.yaml"
+    if content is not None:
+        name = "base.yaml"
+        (tmp_path / name).write_text(content)
+    with pytest.raises(SoftError, match=match):
+        extend_config({"extends": name, "experiments": {"a": {}}})
 
 
 def test_schema_defaults_fill_a_minimal_config(cfg, schema):

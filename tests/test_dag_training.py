@@ -73,3 +73,27 @@ def test_qlora_without_a_gpu_fails_at_dag_build(tmp_path):
     proc = dry_run(tmp_path, cfg)
     assert proc.returncode != 0
     assert "experiments.q.train.method': qlora needs a GPU, but resources.train_model.gpu is 0" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("name,experiments", [
+    ("training_order", {"soft", "soft_plus", "soft_hard_to_easy"}),
+    ("icl_diversity", {"icl_fixed", "soft", "icl_growing"}),
+])
+def test_ablation_configs_build_their_own_grid_and_tables(name, experiments):
+    """Run from the repository, as a user would (`extends` is relative to it); the
+    --forceall listing shows every job whether or not the repo already holds results."""
+    import subprocess
+    import sys
+
+    from test_dag import REPO
+
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--configfile", f"config/experiments/{name}.yaml",
+                           "--cores", "2", "--dry-run", "--forceall"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = jobs_by_rule(proc)
+    assert {j["wildcards"]["exp"] for j in jobs["train_model"]} == experiments
+    assert [j["output"] for j in jobs["aggregate_metrics"]] == [
+        [f"results/tables/{name}/metrics.csv", f"results/tables/{name}/metrics.md"]]
+    assert jobs["plot_metrics"][0]["output"] == [f"results/figures/{name}/metric_vs_round.png",
+                                                 f"results/figures/{name}/metric_vs_round.pdf"]

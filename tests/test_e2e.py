@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import yaml
 from safetensors.torch import load_file
-from tiny import tiny_config
+from tiny import REPO, tiny_config
 
 pytestmark = pytest.mark.e2e
 
@@ -126,3 +126,32 @@ def test_growing_icl_pool_reaches_generation_and_filter(tmp_path, run_snakemake)
         pool[0]["id"]}
     stats = json.loads((tmp_path / "results/grow/data/round2_filter.json").read_text())
     assert stats["total"] == len(gens) and "refusal" in stats["dropped"]
+
+
+def test_training_order_ablation_with_the_tiny_model(tmp_path, run_snakemake):
+    """config/experiments/training_order.yaml's grid on the tiny model: the three orders
+    train on the same prompts; SOFT+ rounds go easy to hard, and every round's model saw
+    its data in the curriculum's order."""
+    ablation = yaml.safe_load((REPO / "config/experiments/training_order.yaml").read_text())
+    cfg = tiny_config(tmp_path, experiments=ablation["experiments"], run_name=ablation["run_name"])
+    run_snakemake(tmp_path, cfg)
+    df = pd.read_csv(tmp_path / "results/tables/training_order/metrics.csv")
+    assert set(df.experiment) == {"soft", "soft_plus", "soft_hard_to_easy"}
+    assert (tmp_path / "results/figures/training_order/metric_vs_round.png").is_file()
+    assert not (tmp_path / "results/tables/metrics.csv").exists()  # the main grid's table is untouched
+
+    def prompts(exp):
+        return [[r["id"] for r in jsonl(tmp_path / f"results/{exp}/prompts/round{k}.jsonl")] for k in (1, 2, 3)]
+
+    scores = {r["id"]: r["nll"] for r in jsonl(tmp_path / "results/soft_plus/curriculum/pool_scores.jsonl")}
+    easy, hard, shuffled = prompts("soft_plus"), prompts("soft_hard_to_easy"), prompts("soft")
+    assert sorted(sum(easy, [])) == sorted(sum(hard, [])) == sorted(sum(shuffled, []))  # same data
+    flat = [scores[i] for i in sum(easy, [])]
+    assert flat == sorted(flat)
+    assert [scores[i] for i in sum(hard, [])] == sorted(flat, reverse=True)
+    for k in (1, 2, 3):
+        card = json.loads((tmp_path / f"results/soft_plus/models/round{k}/soft_model_card.json").read_text())
+        kept = [r["id"] for r in jsonl(tmp_path / f"results/soft_plus/data/round{k}.jsonl")]
+        assert card["ordered"] and card["train_order"] == sorted(kept, key=lambda i: (scores[i], i))
+        soft_card = json.loads((tmp_path / f"results/soft/models/round{k}/soft_model_card.json").read_text())
+        assert not soft_card["ordered"] and soft_card["train_order"] is None

@@ -79,6 +79,40 @@ def check_moved_keys(config: dict) -> None:
                                 f"'{prefix}.{new}' instead")
 
 
+def extend_config(config: dict) -> dict:
+    """An ablation config names the config it modifies (`extends: config/config.yaml`): its
+    sections are deep-merged onto that file's, except `experiments`, which replaces the
+    base grid (an ablation runs its own experiments, not the default ones as well)."""
+    base_path = config.get("extends")
+    if base_path is None:
+        return config
+    path = Path(base_path)
+    if not path.is_file():
+        raise SoftError(f"config key 'extends': {base_path} not found")
+    try:
+        base = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise SoftError(f"{base_path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(base, dict):
+        raise SoftError(f"{base_path}: expected a mapping at the top level")
+    if "extends" in base:
+        raise SoftError(f"config key 'extends': {base_path} itself extends another file (one level only)")
+    overrides = {k: v for k, v in config.items() if k not in ("extends", "experiments")}
+    merged = deep_merge(base, overrides)
+    if "experiments" in config:
+        merged["experiments"] = copy.deepcopy(config["experiments"])
+    return merged
+
+
+def output_dirs(config: dict) -> tuple[str, str]:
+    """Tables and figures folders: results/tables and results/figures for the main grid,
+    results/tables/<run_name> and results/figures/<run_name> for a named run (an ablation),
+    so one config's table never overwrites another's."""
+    name = config.get("run_name")
+    suffix = f"/{name}" if name else ""
+    return f"results/tables{suffix}", f"results/figures{suffix}"
+
+
 def deep_merge(base: dict, override: dict) -> dict:
     out = copy.deepcopy(base)
     for key, value in (override or {}).items():
