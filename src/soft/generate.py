@@ -4,6 +4,7 @@ soft.icl) and the transformers backend (batched, seeded); soft.vllm_backend hold
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 
@@ -46,23 +47,96 @@ def length_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def generate_hf(model, tokenizer, texts: list[str], settings: GenerationSettings, seed: int) -> list[str]:
+def shared_prefix(texts: list[str]) -> str:
+    """The longest common start of all prompts, cut back to a paragraph break ("\\n\\n"),
+    so the prefix ends where build_prompt joins two parts: the principles (every mode) and,
+    in fixed ICL mode, the exemplars too."""
+    prefix = os.path.commonprefix(texts) if texts else ""
+    cut = prefix.rfind("\n\n")
+    return prefix[:cut + 2] if cut >= 0 else ""
+
+
+def encode_split(tokenizer, texts: list[str], prefix: str) -> tuple[list[int], list[list[int]]]:
+    """Token ids of the shared prefix and of each prompt's remainder. Both generation paths
+    use these same ids, so caching the prefix changes the arithmetic, not the input."""
+    prefix_ids = tokenizer(prefix).input_ids if prefix else []
+    special = not prefix_ids  # BOS (if any) goes with the first piece only
+    rests = [tokenizer(t[len(prefix):], add_special_tokens=special).input_ids for t in texts]
+    return prefix_ids, rests
+
+
+def _batch_tensors(prefix_ids: list[int], rests: list[list[int]], pad_id: int, middle_pad: bool):
+    """input_ids and attention_mask for one batch. Left padding puts the pads before the
+    prefix; middle padding (shared-prefix cache) between the prefix and each remainder.
+    Positions come from the mask's cumulative sum, so both lay the tokens out alike."""
     import torch
 
-    tokenizer.truncation_side = "left"  # keep the new user turn, lose the oldest context
-    lengths = [len(tokenizer(t).input_ids) for t in texts]
+    width = max(len(r) for r in rests)
+    ids, mask = [], []
+    for r in rests:
+        pad = width - len(r)
+        if middle_pad:
+            ids.append(prefix_ids + [pad_id] * pad + r)
+            mask.append([1] * len(prefix_ids) + [0] * pad + [1] * len(r))
+        else:
+            ids.append([pad_id] * pad + prefix_ids + r)
+            mask.append([0] * pad + [1] * (len(prefix_ids) + len(r)))
+    return torch.tensor(ids), torch.tensor(mask)
+
+
+def prefix_cache(model, prefix_ids: list[int]):
+    """KV cache of the shared prefix, computed once per job."""
+    import torch
+
+    with torch.inference_mode():
+        out = model(input_ids=torch.tensor([prefix_ids], device=model.device), use_cache=True)
+    return out.past_key_values
+
+
+def generate_hf(model, tokenizer, texts: list[str], settings: GenerationSettings, seed: int,
+                reuse_prefix: bool = True) -> list[str]:
+    """Batched, seeded generation with transformers.
+
+    The principles (and, in fixed ICL mode, the exemplars) open every prompt: their KV
+    cache is computed once and copied into each batch, so each batch only prefills its
+    own exemplars and user turn. Prompts longer than max_prompt_tokens lose their oldest
+    context instead (no shared prefix then)."""
+    import copy
+
+    import torch
+
+    prefix = shared_prefix(texts) if reuse_prefix else ""
+    prefix_ids, rests = encode_split(tokenizer, texts, prefix)
+    if any(len(prefix_ids) + len(r) > settings.max_prompt_tokens for r in rests):
+        # Left truncation keeps the new user turn and drops the principles' start: the
+        # prefix is no longer shared, so fall back to whole prompts.
+        log.info("prompts longer than max_prompt_tokens=%d: truncating on the left, no prefix cache",
+                 settings.max_prompt_tokens)
+        rests = [(prefix_ids + r)[-settings.max_prompt_tokens:] for r in rests]
+        prefix_ids = []
+    cache = prefix_cache(model, prefix_ids) if prefix_ids and reuse_prefix else None
+    if cache is not None:
+        log.info("shared prefix: %d tokens, computed once", len(prefix_ids))
+    lengths = [len(r) for r in rests]
     outputs: list[str] = [""] * len(texts)
     batches = length_batches(lengths, settings.batch_size)
     sample = settings.temperature > 0
-    total_new, start = 0, time.perf_counter()
+    total_new, total_prompt, start = 0, 0, time.perf_counter()
     for b, idx in enumerate(batches, start=1):
-        enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, truncation=True,
-                        max_length=settings.max_prompt_tokens).to(model.device)
+        ids, mask = _batch_tensors(prefix_ids, [rests[i] for i in idx], tokenizer.pad_token_id,
+                                   middle_pad=cache is not None)
+        ids, mask = ids.to(model.device), mask.to(model.device)
+        extra = {}
+        if cache is not None:
+            batch_cache = copy.deepcopy(cache)
+            batch_cache.batch_repeat_interleave(len(idx))
+            extra["past_key_values"] = batch_cache
         # Per-batch seed: a batch's samples do not depend on the batches before it.
         torch.manual_seed(seed * 100_003 + b)
         with torch.inference_mode():
             out = model.generate(
-                **enc,
+                input_ids=ids,
+                attention_mask=mask,
                 do_sample=sample,
                 temperature=settings.temperature if sample else None,
                 top_p=settings.top_p if sample else None,
@@ -71,14 +145,19 @@ def generate_hf(model, tokenizer, texts: list[str], settings: GenerationSettings
                 stop_strings=STOP_STRINGS,
                 tokenizer=tokenizer,
                 pad_token_id=tokenizer.pad_token_id,
+                **extra,
             )
-        new = out[:, enc.input_ids.shape[1]:]
+        new = out[:, ids.shape[1]:]
         for row, i in enumerate(idx):
             outputs[i] = tokenizer.decode(new[row], skip_special_tokens=True)
         total_new += int((new != tokenizer.pad_token_id).sum())
+        total_prompt += int(mask.sum())
         elapsed = time.perf_counter() - start
-        log.info("batch %d/%d: %d prompts, prompt length %d tokens, %.1f new tok/s so far",
-                 b, len(batches), len(idx), enc.input_ids.shape[1], total_new / elapsed)
+        log.info("batch %d/%d: %d prompts, %d prompt tokens (%d shared), %.1f new tok/s so far",
+                 b, len(batches), len(idx), ids.shape[1], len(prefix_ids), total_new / elapsed)
+    elapsed = time.perf_counter() - start
+    log.info("generated %d new tokens in %.1f s (%.1f tok/s); %d prompt tokens",
+             total_new, elapsed, total_new / max(elapsed, 1e-9), total_prompt)
     return outputs
 
 
@@ -110,4 +189,5 @@ def generate_records(prompts: list[dict], model_dir: str, principles: Principles
     return records
 
 
-__all__ = ["ANSWER_TAG", "GenerationSettings", "generate_records", "plan_requests", "length_batches"]
+__all__ = ["ANSWER_TAG", "GenerationSettings", "generate_records", "generate_hf", "plan_requests",
+           "length_batches", "shared_prefix"]

@@ -1,0 +1,68 @@
+"""The transformers backend on the tiny model: the shared-prefix KV cache gives the same
+tokens as whole-prompt generation, and the prefix is where build_prompt says it is."""
+
+from __future__ import annotations
+
+import pytest
+
+from soft.generate import GenerationSettings, encode_split, generate_hf, shared_prefix
+from soft.icl import IclSettings
+from soft.generate import plan_requests
+from soft.principles import load_exemplars, load_principles
+from tiny import REPO, make_tiny_model
+
+PRINCIPLES = load_principles(REPO / "config/principles.yaml")
+EXEMPLARS = load_exemplars(REPO / "config/exemplars.jsonl")
+PROMPTS = [{"id": f"p{i}", "prompt": p} for i, p in enumerate([
+    "How do I make a cup of tea?", "Explain photosynthesis to a child, with an example or two.",
+    "Is it safe to mix bleach and ammonia?", "Write a two-line poem about autumn leaves.",
+    "What is 17 times 23?"])]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from soft.models import load_causal_lm, load_tokenizer
+
+    d = make_tiny_model(tmp_path_factory.mktemp("m") / "tiny")
+    return load_tokenizer(d), load_causal_lm(d, device="cpu").eval()
+
+
+@pytest.mark.parametrize("mode,shared", [("random", "principles"), ("fixed", "exemplars")])
+def test_shared_prefix_is_principles_or_principles_and_fixed_exemplars(mode, shared):
+    texts = [r["text"] for r in plan_requests(PROMPTS, PRINCIPLES, EXEMPLARS, IclSettings(mode, 2, None), 0)]
+    prefix = shared_prefix(texts)
+    assert prefix.startswith(PRINCIPLES.text()) and prefix.endswith("\n\n")
+    if shared == "principles":
+        assert prefix == PRINCIPLES.text() + "\n\n"
+    else:
+        assert prefix.count("---") == 2 and len(prefix) > len(PRINCIPLES.text()) + 100
+    assert all(t.startswith(prefix) for t in texts)
+    assert shared_prefix(["abc", "xyz"]) == "" and shared_prefix([]) == ""
+
+
+def test_encode_split_rejoins_to_the_prompt(tiny):
+    tok, _ = tiny
+    texts = [r["text"] for r in plan_requests(PROMPTS, PRINCIPLES, EXEMPLARS, IclSettings("random", 1, None), 0)]
+    prefix_ids, rests = encode_split(tok, texts, shared_prefix(texts))
+    for text, rest in zip(texts, rests):
+        assert tok.decode(prefix_ids + rest) == text
+
+
+@pytest.mark.parametrize("mode", ["random", "fixed"])
+def test_prefix_cache_gives_the_same_tokens_as_whole_prompts(tiny, mode):
+    tok, model = tiny
+    texts = [r["text"] for r in plan_requests(PROMPTS, PRINCIPLES, EXEMPLARS, IclSettings(mode, 1, None), 0)]
+    greedy = GenerationSettings(temperature=0.0, max_new_tokens=12, batch_size=2, max_prompt_tokens=4096)
+    cached = generate_hf(model, tok, texts, greedy, seed=0, reuse_prefix=True)
+    whole = generate_hf(model, tok, texts, greedy, seed=0, reuse_prefix=False)
+    assert cached == whole
+    assert all(c for c in cached)
+
+
+def test_overlong_prompts_fall_back_to_left_truncation(tiny, caplog):
+    tok, model = tiny
+    texts = [r["text"] for r in plan_requests(PROMPTS[:2], PRINCIPLES, EXEMPLARS, IclSettings("random", 1, None), 0)]
+    short = GenerationSettings(temperature=0.0, max_new_tokens=4, batch_size=2, max_prompt_tokens=64)
+    with caplog.at_level("INFO"):
+        out = generate_hf(model, tok, texts, short, seed=0)
+    assert len(out) == 2 and "no prefix cache" in caplog.text
