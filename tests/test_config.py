@@ -447,6 +447,6 @@ def test_rule_resources(cfg, schema):
 def test_evaluation_settings(cfg, schema):
     assert evaluation_settings({}, schema) == {"tasks": ["soft_hhh", "soft_truthfulqa_mc1"], "batch_size": 4}
     assert evaluation_settings(cfg, schema) == {
-        "tasks": ["soft_hhh", "soft_truthfulqa_mc1"], "batch_size": 4, "limit": 30}
+        "tasks": ["soft_hhh", "soft_truthfulqa_mc1"], "batch_size": 4, "limit": 25}
     assert evaluation_settings({"evaluation": {"tasks": ["soft_hhh"]}}, schema) == {
         "tasks": ["soft_hhh"], "batch_size": 4}
