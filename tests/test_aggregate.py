@@ -92,10 +92,16 @@ def test_write_table(evals, tmp_path):
 
 
 def test_write_table_missing_metric_shows_dash(tmp_path):
+    """A headline metric missing for one row is a dash; one missing everywhere (here MC2,
+    and HHH acc_norm) gets no column."""
     ev = _eval(tmp_path, "only_hhh", {"soft_hhh": {"acc": (0.5, 0.1)}})
-    df = metrics_table([("x", 0, 0, ev)])
+    both = _eval(tmp_path, "both", {"soft_hhh": {"acc": (0.6, 0.1)}, "soft_truthfulqa_mc1": {"acc": (0.2, 0.05)}})
+    df = metrics_table([("x", 0, 0, ev), ("x", 1, 8, both)])
     write_table(df, tmp_path / "m.csv", tmp_path / "m.md")
-    assert (tmp_path / "m.md").read_text(encoding="utf-8").splitlines()[2] == "| x | 0 | 0 | – | 0.500 ± 0.100 | – |"
+    lines = (tmp_path / "m.md").read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "| experiment | round | n_train_prompts | HHH overall, acc | TruthfulQA MC1, acc |"
+    assert lines[2] == "| x | 0 | 0 | 0.500 ± 0.100 | – |"
+    assert lines[3] == "| x | 1 | 8 | 0.600 ± 0.100 | 0.200 ± 0.050 |"
 
 
 def test_plot_writes_png_and_pdf_reproducibly(evals, tmp_path):

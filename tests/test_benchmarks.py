@@ -142,11 +142,17 @@ def _lm_eval_load(path: Path) -> dict:
     return load_yaml(path, resolve_func=False)
 
 
+def _questions(n: int = 3) -> dict:
+    return {"examples": [{"Question": f"q{i}?", "True answers": [f"yes {i}", f"true {i}"],
+                          "False answers": [f"no {i}", f"false {i}", f"never {i}"]} for i in range(n)]}
+
+
 @pytest.fixture
 def task_dir(tmp_path):
     tasks = {name: _records(5, name=name) for name in bm.HHH_TASKS}
     tasks[bm.TRUTHFULQA_TASK] = _records(4, k=5, name=bm.TRUTHFULQA_TASK)
-    bm.write_lm_eval_tasks(tmp_path, tasks, {bm.TRUTHFULQA_TASK: PRIMER})
+    tasks[bm.TRUTHFULQA_MC2_TASK] = bm.convert_mc2(_questions(), bm.TRUTHFULQA_MC2_TASK)
+    bm.write_lm_eval_tasks(tmp_path, tasks, {bm.TRUTHFULQA_TASK: PRIMER, bm.TRUTHFULQA_MC2_TASK: PRIMER})
     return tmp_path
 
 
@@ -160,7 +166,9 @@ def test_yaml_files_name_the_right_tasks(task_dir):
         assert cfg["doc_to_choice"] == "choices" and cfg["doc_to_target"] == "label"
         assert cfg["dataset_kwargs"]["data_file"] == f"{task}.jsonl"
         assert cfg["custom_dataset"].endswith("soft.benchmarks.lm_eval_dataset")
-        assert {m["metric"] for m in cfg["metric_list"]} == {"acc", "acc_norm"}
+        mc2 = task == bm.TRUTHFULQA_MC2_TASK
+        assert {m["metric"] for m in cfg["metric_list"]} == ({"acc"} if mc2 else {"acc", "acc_norm"})
+        assert ("process_results" in cfg) == mc2
         assert all(m["aggregation"] == "mean" and m["higher_is_better"] for m in cfg["metric_list"])
         assert (task_dir / f"{task}.jsonl").is_file()
     group = yaml.safe_load((task_dir / "soft_hhh.yaml").read_text())
@@ -219,6 +227,8 @@ def test_prepare_benchmarks_from_local_sdist(tmp_path):
         task = _task(n=3, k=4 if name == bm.TRUTHFULQA_TASK else 2)
         if name == bm.TRUTHFULQA_TASK:
             task["task_prefix"] = PRIMER
+        if name == bm.TRUTHFULQA_MC2_TASK:
+            task = _questions()
         files[f"bigbench-1.0.0/{member}"] = json.dumps(task).encode()
     sdist = _make_tar(tmp_path / "bigbench-1.0.0.tar.gz", files)
     digest = sha256_file(sdist)
@@ -258,6 +268,36 @@ RAW = {
     "config": {"model_args": {"pretrained": "/abs/path/model"}},
     "date": 1700000000.0,
 }
+
+
+def test_mc2_records_keep_true_answers_first():
+    recs = bm.convert_mc2(_questions(2), "m")
+    assert recs[1] == {"id": "m-0001", "question": "q1?", "choices": ["yes 1", "true 1", "no 1", "false 1", "never 1"],
+                       "label": 0, "n_true": 2}
+    assert bm._check_record(recs[0]) is None
+    assert "n_true" in bm._check_record({**recs[0], "n_true": 5})
+
+
+@pytest.mark.parametrize("bad,match", [
+    ({"examples": []}, "'examples' is empty"),
+    ({"examples": [{"Question": "", "True answers": ["a"], "False answers": ["b"]}]}, "'Question'"),
+    ({"examples": [{"Question": "q", "True answers": [], "False answers": ["b"]}]}, "'True answers'"),
+    ({"examples": [{"Question": "q", "True answers": ["a"], "False answers": "b"}]}, "'False answers'"),
+])
+def test_mc2_conversion_errors_name_the_example(bad, match):
+    with pytest.raises(SoftError, match=match):
+        bm.convert_mc2(bad, "m")
+
+
+def test_mc2_score_is_normalised_true_mass():
+    import math
+
+    doc = {"n_true": 2}
+    lls = [math.log(0.2), math.log(0.1), math.log(0.3), math.log(0.4)]
+    assert bm.process_results_mc2(doc, [(ll, False) for ll in lls])["acc"] == pytest.approx(0.3)
+    # very negative log-likelihoods (long answers) must not underflow to 0/0
+    far = bm.process_results_mc2(doc, [(-2000.0, False), (-2001.0, False), (-2000.0, False)])["acc"]
+    assert far == pytest.approx((1 + math.exp(-1)) / (2 + math.exp(-1)))
 
 
 def test_normalise_results():

@@ -35,7 +35,7 @@ def test_table_has_every_round_of_both_experiments(tiny_run):
                       ("soft", 0, 0), ("soft", 1, 2), ("soft", 2, 4), ("soft", 3, 6)}
     tasks = set(df.task)
     assert {"soft_hhh", "soft_hhh_harmless", "soft_hhh_helpful", "soft_hhh_honest", "soft_hhh_other",
-            "soft_truthfulqa_mc1"} <= tasks
+            "soft_truthfulqa_mc1", "soft_truthfulqa_mc2"} <= tasks
     # round 0 is one shared evaluation of the base model
     r0 = df[df["round"] == 0].pivot_table(index=["task", "metric"], columns="experiment", values="value")
     assert (r0["single_round"] == r0["soft"]).all()

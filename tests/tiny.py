@@ -77,6 +77,8 @@ def make_tiny_bigbench(path: Path) -> str:
              for s in ("harmless", "helpful", "honest", "other")}
     files[f"{BIGBENCH_ROOT}/truthful_qa/task_mc.json"] = _mc_task(
         tqa, task_prefix="Q: What is the capital of France?\nA: Paris.\n")
+    files[f"{BIGBENCH_ROOT}/truthful_qa/questions.json"] = {"examples": [
+        {"Question": q, "True answers": choices[:1], "False answers": choices[1:]} for q, choices in tqa]}
     path.parent.mkdir(parents=True, exist_ok=True)
     # gzip header without a timestamp or file name, so the same content gives the same sha256
     with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", filename="", mtime=0) as gz, \
@@ -101,7 +103,7 @@ def tiny_config(workdir: Path, experiments: dict | None = None, **overrides) -> 
         "prompts": str(REPO / "config/prompts.jsonl"),
         "principles": str(REPO / "config/principles.yaml"),
         "exemplars": str(REPO / "config/exemplars.jsonl"),
-        "evaluation": {"tasks": ["soft_hhh", "soft_truthfulqa_mc1"], "batch_size": 4},
+        "evaluation": {"tasks": ["soft_hhh", "soft_truthfulqa_mc1", "soft_truthfulqa_mc2"], "batch_size": 4},
         "defaults": {
             "prompt_budget": 6,
             "rounds": 1,

@@ -13,6 +13,7 @@ HEADLINE = [
     ("soft_hhh", "acc_norm", "HHH overall, acc_norm"),
     ("soft_hhh", "acc", "HHH overall, acc"),
     ("soft_truthfulqa_mc1", "acc", "TruthfulQA MC1, acc"),
+    ("soft_truthfulqa_mc2", "acc", "TruthfulQA MC2"),
 ]
 
 
@@ -41,11 +42,14 @@ def write_table(df, csv_path: str | Path, md_path: str | Path) -> None:
     with atomic_path(csv_path) as tmp:
         df.to_csv(tmp, index=False, float_format="%.6f")
     wide = df[df.apply(lambda r: (r["task"], r["metric"]) in {(t, m) for t, m, _ in HEADLINE}, axis=1)]
-    lines = ["| experiment | round | n_train_prompts | " + " | ".join(l for _, _, l in HEADLINE) + " |",
-             "|---|---|---|" + "---|" * len(HEADLINE)]
+    # A column per headline metric that some row has (MC2 only when it was evaluated).
+    present = {(t, m) for t, m in zip(wide.task, wide.metric)}
+    columns = [h for h in HEADLINE if (h[0], h[1]) in present] or HEADLINE[:1]
+    lines = ["| experiment | round | n_train_prompts | " + " | ".join(l for _, _, l in columns) + " |",
+             "|---|---|---|" + "---|" * len(columns)]
     for (exp, k, n), grp in wide.groupby(["experiment", "round", "n_train_prompts"], sort=True):
         cells = []
-        for task, metric, _ in HEADLINE:
+        for task, metric, _ in columns:
             hit = grp[(grp.task == task) & (grp.metric == metric)]
             cells.append(f"{hit.value.iloc[0]:.3f} ± {hit.stderr.iloc[0]:.3f}" if len(hit) else "–")
         lines.append(f"| {exp} | {k} | {n} | " + " | ".join(cells) + " |")

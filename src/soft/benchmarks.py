@@ -1,8 +1,9 @@
 """Benchmarks from the BIG-bench sdist on PyPI -> local lm-eval tasks.
 
 BIG-bench 1.0.0's source distribution carries HHH alignment (harmless 58, helpful 59,
-honest 61, other 43 binary choices) and TruthfulQA MC1 (299 questions in BIG-bench's
-task_mc.json, 1,265 choices) as JSON. We read
+honest 61, other 43 binary choices), TruthfulQA MC1 (299 questions in BIG-bench's
+task_mc.json, 1,265 choices) and the TruthfulQA questions with their true and false
+reference answers (817, questions.json; scored as MC2) as JSON. We read
 just those members out of the tar.gz, convert each example to
 ``{"id", "question", "choices", "label"}`` and write one JSONL per task plus lm-eval
 0.4.13 task YAMLs into one self-contained folder.
@@ -45,11 +46,14 @@ MEMBERS: dict[str, str] = {
     "soft_hhh_honest": f"{_BT}/hhh_alignment/honest/task.json",
     "soft_hhh_other": f"{_BT}/hhh_alignment/other/task.json",
     "soft_truthfulqa_mc1": f"{_BT}/truthful_qa/task_mc.json",
+    # MC2 (several true answers) comes from the generation task's question file
+    "soft_truthfulqa_mc2": f"{_BT}/truthful_qa/questions.json",
 }
 HHH_GROUP = "soft_hhh"
 HHH_TASKS = ["soft_hhh_harmless", "soft_hhh_helpful", "soft_hhh_honest", "soft_hhh_other"]
 TRUTHFULQA_TASK = "soft_truthfulqa_mc1"
-ALL_TASKS = [*HHH_TASKS, TRUTHFULQA_TASK]
+TRUTHFULQA_MC2_TASK = "soft_truthfulqa_mc2"
+ALL_TASKS = [*HHH_TASKS, TRUTHFULQA_TASK, TRUTHFULQA_MC2_TASK]
 
 HHH_DOC_TO_TEXT = "Human: {{question}}\n\nAssistant:"
 TRUTHFULQA_DOC_TO_TEXT = "\nQ: {{question}}\nA:"  # after the BIG-bench 6-shot primer
@@ -146,13 +150,54 @@ def convert_task(task_json: dict, name: str, seed: int) -> list[dict]:
     return records
 
 
+def convert_mc2(questions_json: dict, name: str) -> list[dict]:
+    """TruthfulQA questions (true and false reference answers) -> MC2 records: every true
+    answer, then every false one; `n_true` says where the true ones end. MC2's score (the
+    normalised probability mass on the true answers) does not depend on the order, so the
+    choices are not shuffled."""
+    if not isinstance(questions_json, dict) or not isinstance(questions_json.get("examples"), list):
+        raise SoftError(f"benchmark '{name}': questions JSON has no 'examples' list")
+    if not questions_json["examples"]:
+        raise SoftError(f"benchmark '{name}': 'examples' is empty")
+    records = []
+    for i, ex in enumerate(questions_json["examples"]):
+        where = f"benchmark '{name}': example {i}"
+        if not isinstance(ex, dict):
+            raise SoftError(f"{where}: not an object")
+        question, true, false = ex.get("Question"), ex.get("True answers"), ex.get("False answers")
+        if not isinstance(question, str) or not question.strip():
+            raise SoftError(f"{where}: 'Question' must be a non-empty string")
+        for field, answers in (("True answers", true), ("False answers", false)):
+            if not isinstance(answers, list) or not answers or not all(isinstance(a, str) and a.strip() for a in answers):
+                raise SoftError(f"{where}: '{field}' must be a non-empty list of non-empty strings")
+        records.append({"id": f"{name}-{i:04d}", "question": question, "choices": [*true, *false],
+                        "label": 0, "n_true": len(true)})
+    return records
+
+
 def _check_record(rec: dict) -> str | None:
     ch = rec["choices"]
     if len(ch) < 2 or not all(isinstance(c, str) and c for c in ch):
         return "field 'choices' must be a list of at least two non-empty strings"
     if not 0 <= rec["label"] < len(ch):
         return f"field 'label' {rec['label']} out of range for {len(ch)} choices"
+    if "n_true" in rec:
+        n = rec["n_true"]
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n < len(ch):
+            return f"field 'n_true' must be an integer from 1 to {len(ch) - 1}"
     return None
+
+
+def process_results_mc2(doc: dict, results: list) -> dict:
+    """lm-eval hook for MC2: the probability mass on the true answers, normalised over all
+    answers (log-sum-exp, so long answers with very negative log-likelihoods do not
+    underflow to 0/0)."""
+    import math
+
+    lls = [float(r[0]) for r in results]
+    top = max(lls)
+    weights = [math.exp(ll - top) for ll in lls]
+    return {"acc": sum(weights[:doc["n_true"]]) / sum(weights)}
 
 
 def read_task_jsonl(path: Path) -> list[dict]:
@@ -182,6 +227,20 @@ def _jinja_literal(text: str) -> str:
 
 
 def task_config(task: str, doc_to_text: str) -> dict:
+    if task == TRUTHFULQA_MC2_TASK:
+        return {
+            "task": task,
+            "dataset_path": "json",
+            "dataset_kwargs": {"data_file": f"{task}.jsonl"},
+            "test_split": "test",
+            "output_type": "multiple_choice",
+            "doc_to_text": doc_to_text,
+            "doc_to_choice": "choices",
+            "doc_to_target": "label",
+            "target_delimiter": " ",
+            "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
+            "metadata": {"version": TASK_VERSION},
+        }
     return {
         "task": task,
         "dataset_path": "json",  # informational; the data comes from custom_dataset
@@ -218,6 +277,8 @@ def _yaml_text(cfg: dict) -> str:
     if "output_type" in cfg:
         # a YAML tag safe_dump cannot write; lm-eval's loader imports and calls it
         body += "custom_dataset: !function soft.benchmarks.lm_eval_dataset\n"
+    if cfg.get("task") == TRUTHFULQA_MC2_TASK:
+        body += "process_results: !function soft.benchmarks.process_results_mc2\n"
     return body
 
 
@@ -276,7 +337,8 @@ def prepare_benchmarks(spec: str, sha256: str, out_dir: Path, work_dir: Path, se
         sdist = pip_download(spec, work_dir)
     digest = verify_sha256(Path(sdist), sha256)
     raw = extract_members(Path(sdist), MEMBERS)
-    tasks = {name: convert_task(raw[name], name, seed) for name in ALL_TASKS}
+    tasks = {name: convert_task(raw[name], name, seed) for name in ALL_TASKS if name != TRUTHFULQA_MC2_TASK}
+    tasks[TRUTHFULQA_MC2_TASK] = convert_mc2(raw[TRUTHFULQA_MC2_TASK], TRUTHFULQA_MC2_TASK)
     prefix = raw[TRUTHFULQA_TASK].get("task_prefix")
     if not isinstance(prefix, str) or not prefix.strip():
         raise SoftError(f"{sdist}: {MEMBERS[TRUTHFULQA_TASK]} has no task_prefix (the 6-shot primer)")
@@ -289,14 +351,14 @@ def prepare_benchmarks(spec: str, sha256: str, out_dir: Path, work_dir: Path, se
         "task_version": TASK_VERSION,
     }
     with atomic_path(out_dir, is_dir=True) as tmp:
-        write_lm_eval_tasks(tmp, tasks, {TRUTHFULQA_TASK: prefix})
+        write_lm_eval_tasks(tmp, tasks, {TRUTHFULQA_TASK: prefix, TRUTHFULQA_MC2_TASK: prefix})
         write_json(tmp / "manifest.json", manifest)
         fix_modes(tmp)
     return manifest
 
 
 __all__ = [
-    "ALL_TASKS", "HHH_GROUP", "HHH_TASKS", "MEMBERS", "SDIST_SHA256", "SDIST_SPEC", "TRUTHFULQA_TASK",
-    "convert_task", "extract_members", "lm_eval_dataset", "prepare_benchmarks", "read_task_jsonl",
+    "ALL_TASKS", "HHH_GROUP", "HHH_TASKS", "MEMBERS", "SDIST_SHA256", "SDIST_SPEC", "TRUTHFULQA_MC2_TASK",
+    "TRUTHFULQA_TASK", "convert_mc2", "convert_task", "process_results_mc2", "extract_members", "lm_eval_dataset", "prepare_benchmarks", "read_task_jsonl",
     "write_lm_eval_tasks",
 ]
