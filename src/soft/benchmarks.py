@@ -112,20 +112,27 @@ def extract_members(sdist: Path, members: dict[str, str]) -> dict[str, dict]:
 # --------------------------------------------------------------------------- converting
 
 
-def convert_task(task_json: dict, name: str, seed: int) -> list[dict]:
-    """BIG-bench examples -> shuffled single-answer multiple-choice records."""
-    if not isinstance(task_json, dict) or not isinstance(task_json.get("examples"), list):
+def _examples(data: dict, name: str, question_key: str):
+    """(where, example, question) for each example of a BIG-bench JSON, checked."""
+    if not isinstance(data, dict) or not isinstance(data.get("examples"), list):
         raise SoftError(f"benchmark '{name}': task JSON has no 'examples' list")
-    if not task_json["examples"]:
+    if not data["examples"]:
         raise SoftError(f"benchmark '{name}': 'examples' is empty")
-    records = []
-    for i, ex in enumerate(task_json["examples"]):
+    for i, ex in enumerate(data["examples"]):
         where = f"benchmark '{name}': example {i}"
         if not isinstance(ex, dict):
             raise SoftError(f"{where}: not an object")
-        question, scores = ex.get("input"), ex.get("target_scores")
+        question = ex.get(question_key)
         if not isinstance(question, str) or not question.strip():
-            raise SoftError(f"{where}: 'input' must be a non-empty string")
+            raise SoftError(f"{where}: '{question_key}' must be a non-empty string")
+        yield i, where, ex, question
+
+
+def convert_task(task_json: dict, name: str, seed: int) -> list[dict]:
+    """BIG-bench examples -> shuffled single-answer multiple-choice records."""
+    records = []
+    for i, where, ex, question in _examples(task_json, name, "input"):
+        scores = ex.get("target_scores")
         if not isinstance(scores, dict) or len(scores) < 2:
             raise SoftError(f"{where}: 'target_scores' must map at least two choices to scores")
         choices = list(scores)
@@ -155,18 +162,9 @@ def convert_mc2(questions_json: dict, name: str) -> list[dict]:
     answer, then every false one; `n_true` says where the true ones end. MC2's score (the
     normalised probability mass on the true answers) does not depend on the order, so the
     choices are not shuffled."""
-    if not isinstance(questions_json, dict) or not isinstance(questions_json.get("examples"), list):
-        raise SoftError(f"benchmark '{name}': questions JSON has no 'examples' list")
-    if not questions_json["examples"]:
-        raise SoftError(f"benchmark '{name}': 'examples' is empty")
     records = []
-    for i, ex in enumerate(questions_json["examples"]):
-        where = f"benchmark '{name}': example {i}"
-        if not isinstance(ex, dict):
-            raise SoftError(f"{where}: not an object")
-        question, true, false = ex.get("Question"), ex.get("True answers"), ex.get("False answers")
-        if not isinstance(question, str) or not question.strip():
-            raise SoftError(f"{where}: 'Question' must be a non-empty string")
+    for i, where, ex, question in _examples(questions_json, name, "Question"):
+        true, false = ex.get("True answers"), ex.get("False answers")
         for field, answers in (("True answers", true), ("False answers", false)):
             if not isinstance(answers, list) or not answers or not all(isinstance(a, str) and a.strip() for a in answers):
                 raise SoftError(f"{where}: '{field}' must be a non-empty list of non-empty strings")
