@@ -11,6 +11,8 @@ from soft.config import (
     evaluation_settings,
     load_schema,
     output_dirs,
+    prompt_source,
+    prompts_file,
     resolve_experiments,
     rule_resources,
 )
@@ -19,6 +21,7 @@ from soft.errors import SoftError
 from soft.icl import earlier_rounds
 from soft.principles import load_exemplars
 from soft.records import read_prompts
+from soft.self_instruct import SelfInstructSettings, count_types
 
 
 wildcard_constraints:
@@ -31,10 +34,19 @@ wildcard_constraints:
 SCHEMA = load_schema(Path(workflow.basedir) / "config" / "schema" / "config.schema.yaml")
 try:
     EXPERIMENTS = resolve_experiments(config, SCHEMA)
-    PROMPT_POOL = read_prompts(config["prompts"])
+    PROMPT_SOURCE = prompt_source(config, SCHEMA)
+    PROMPTS_FILE = prompts_file(PROMPT_SOURCE)
+    if PROMPT_SOURCE["source"] == "file":
+        n_prompts, prompts_label = len(read_prompts(PROMPTS_FILE)), PROMPTS_FILE
+    else:
+        # The pool does not exist yet: check against the most it can hold.
+        si = SelfInstructSettings.from_config(PROMPT_SOURCE)
+        n_types = count_types(si.question_types)
+        n_prompts = n_types * si.max_pool
+        prompts_label = (f"the self-instruct pool ({n_types} types x {si.topics_per_type} topics x "
+                         f"{si.questions_per_topic} questions, before deduplication)")
     EXEMPLAR_POOL = load_exemplars(config["exemplars"])
-    check_pool_sizes(EXPERIMENTS, len(PROMPT_POOL), len(EXEMPLAR_POOL),
-                     config["prompts"], config["exemplars"])
+    check_pool_sizes(EXPERIMENTS, n_prompts, len(EXEMPLAR_POOL), prompts_label, config["exemplars"])
     EVALUATION = evaluation_settings(config, SCHEMA)
     check_train_gpus(EXPERIMENTS, rule_resources(config, "train_model", SCHEMA)["gpu"])
 except SoftError as e:

@@ -5,7 +5,7 @@
 
 rule score_pool_difficulty:
     input:
-        pool=config["prompts"],
+        pool=PROMPTS_FILE,
         model=BASE_MODEL_DIR,
         principles=config["principles"],
     output:

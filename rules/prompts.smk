@@ -4,7 +4,7 @@
 
 rule split_prompts:
     input:
-        pool=config["prompts"],
+        pool=PROMPTS_FILE,
         scores=split_scores,
     output:
         "results/{exp}/prompts/round{k}.jsonl",
@@ -20,3 +20,30 @@ rule split_prompts:
         gpu=0,
     script:
         "../workflow/scripts/split_prompts.py"
+
+
+# prompts.source: self_instruct — the base model writes the pool that the rounds split.
+if PROMPT_SOURCE["source"] == "self_instruct":
+
+    rule write_self_instruct_prompts:
+        input:
+            model=BASE_MODEL_DIR,
+            question_types=PROMPT_SOURCE["question_types"],
+        output:
+            pool=PROMPTS_FILE,
+            stats="results/prompt_pool/self_instruct_stats.json",
+        params:
+            settings=PROMPT_SOURCE,
+            seed=SEED,
+        log:
+            "logs/prompt_pool/write_self_instruct_prompts.log",
+        benchmark:
+            "benchmarks/prompt_pool/write_self_instruct_prompts.tsv"
+        threads: resources_of("generate_responses")["threads"]
+        resources:
+            mem_mb=resources_of("generate_responses")["mem_mb"],
+            gpu=resources_of("generate_responses")["gpu"],
+        conda:
+            "../envs/train.yaml"
+        script:
+            "../workflow/scripts/write_self_instruct_prompts.py"

@@ -111,7 +111,7 @@ def test_split_on_repo_prompt_pool():
 
 
 def test_split_budget_above_pool(pool):
-    with pytest.raises(SoftError, match="prompt_budget 61 exceeds the pool's 60 prompts"):
+    with pytest.raises(SoftError, match="prompt_budget 61 exceeds the 60 prompts of the pool"):
         split_rounds(pool, 61, 1, seed=0)
     assert len(split_rounds(pool, 60, 2, seed=0)[1]) == 30  # exactly the pool is fine
 

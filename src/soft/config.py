@@ -182,6 +182,27 @@ def check_train_gpus(experiments: dict[str, dict], train_gpus: int) -> None:
                             f"resources.train_model.gpu is {train_gpus}")
 
 
+SELF_INSTRUCT_POOL = "results/prompt_pool/self_instruct.jsonl"
+
+
+def prompt_source(config: dict, schema: dict | None = None) -> dict:
+    """The `prompts` key, normalised: {source: file, path} or the self-instruct settings
+    with the schema's defaults filled in."""
+    value = config["prompts"]
+    if isinstance(value, str):
+        return {"source": "file", "path": value}
+    if value["source"] == "file":
+        return dict(value)
+    schema = schema or load_schema()
+    branch = next(b for b in schema["properties"]["prompts"]["oneOf"]
+                  if b.get("properties", {}).get("source", {}).get("const") == "self_instruct")
+    return deep_merge(schema_defaults({"type": "object", **branch}, schema["$defs"]), value)
+
+
+def prompts_file(source: dict) -> str:
+    return source["path"] if source["source"] == "file" else SELF_INSTRUCT_POOL
+
+
 def rule_resources(config: dict, rule: str, schema: dict | None = None) -> dict:
     schema = schema or load_schema()
     defs = schema["$defs"]

@@ -94,7 +94,7 @@ def prefix_cache(model, prefix_ids: list[int]):
 
 
 def generate_hf(model, tokenizer, texts: list[str], settings: GenerationSettings, seed: int,
-                reuse_prefix: bool = True) -> list[str]:
+                reuse_prefix: bool = True, stop_strings: list[str] | None = None) -> list[str]:
     """Batched, seeded generation with transformers.
 
     The principles (and, in fixed ICL mode, the exemplars) open every prompt: their KV
@@ -142,7 +142,7 @@ def generate_hf(model, tokenizer, texts: list[str], settings: GenerationSettings
                 top_p=settings.top_p if sample else None,
                 top_k=None,
                 max_new_tokens=settings.max_new_tokens,
-                stop_strings=STOP_STRINGS,
+                stop_strings=STOP_STRINGS if stop_strings is None else stop_strings,
                 tokenizer=tokenizer,
                 pad_token_id=tokenizer.pad_token_id,
                 **extra,

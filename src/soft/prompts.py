@@ -8,7 +8,7 @@ from soft.config import round_sizes
 from soft.errors import SoftError
 
 
-def budget_prompts(pool: list[dict], prompt_budget: int, seed: int) -> list[dict]:
+def budget_prompts(pool: list[dict], prompt_budget: int, seed: int, where: str = "the pool") -> list[dict]:
     """The `prompt_budget` prompts an experiment consumes: the head of one seeded shuffle.
 
     The shuffle depends only on the pool and the seed, never on the experiment, so
@@ -16,14 +16,15 @@ def budget_prompts(pool: list[dict], prompt_budget: int, seed: int) -> list[dict
     a T-round chain and a curriculum run see exactly the same total data.
     """
     if prompt_budget > len(pool):
-        raise SoftError(f"prompt_budget {prompt_budget} exceeds the pool's {len(pool)} prompts")
+        raise SoftError(f"prompt_budget {prompt_budget} exceeds the {len(pool)} prompts of {where}")
     order = sorted(pool, key=lambda r: r["id"])  # independent of the file's line order
     random.Random(seed).shuffle(order)
     return order[:prompt_budget]
 
 
 def split_rounds(pool: list[dict], prompt_budget: int, rounds: int, seed: int,
-                 difficulty: dict[str, float] | None = None, order: str = "none") -> list[list[dict]]:
+                 difficulty: dict[str, float] | None = None, order: str = "none",
+                 where: str = "the pool") -> list[list[dict]]:
     """Cut the experiment's budget prompts into `rounds` slices.
 
     With a curriculum across rounds (`difficulty`: id -> NLL, `order` easy_to_hard or
@@ -32,7 +33,7 @@ def split_rounds(pool: list[dict], prompt_budget: int, rounds: int, seed: int,
     """
     from soft.curriculum import sort_by_difficulty
 
-    chosen = budget_prompts(pool, prompt_budget, seed)
+    chosen = budget_prompts(pool, prompt_budget, seed, where)
     if difficulty is not None:
         chosen = sort_by_difficulty(chosen, difficulty, order, where="prompt difficulty scores")
     slices, start = [], 0

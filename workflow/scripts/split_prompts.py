@@ -12,7 +12,7 @@ def main(smk):
     scores = list(smk.input.scores)  # the pool's difficulty scores, across_rounds only
     slices = split_rounds(read_prompts(smk.input.pool), settings["prompt_budget"], settings["rounds"],
                           smk.params.seed, difficulty=read_scores(scores[0]) if scores else None,
-                          order=settings.get("curriculum_order", "none"))
+                          order=settings.get("curriculum_order", "none"), where=str(smk.input.pool))
     write_jsonl(smk.output[0], slices[k - 1])
     log.info("round %d: %d prompts", k, len(slices[k - 1]))
 
