@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 SNAKEMAKE := $(VENV)/bin/snakemake
 CORES ?= all
 
-.PHONY: setup run dry-run test test-embedded test-slurm clean
+.PHONY: setup run dry-run test test-embedded test-slurm bench clean
 
 $(VENV)/.installed: envs/requirements.txt pyproject.toml
 	python3 -m venv $(VENV)
@@ -33,6 +33,12 @@ test-embedded: setup
 # Debian's slurm-wlm and munge if missing; a few minutes). Touches nothing under /etc.
 test-slurm: setup
 	$(PY) -m pytest -m slurm -q --durations=5
+
+# Performance figures against this machine's matmul rate (results/bench/bench.{json,md});
+# needs the base model (make run, or snakemake resources/models/smollm2-135m-instruct).
+bench: setup
+	$(SNAKEMAKE) --cores $(CORES) resources/models/smollm2-135m-instruct resources/benchmarks
+	$(PY) -m soft.bench
 
 clean:
 	rm -rf results logs benchmarks .snakemake
