@@ -78,6 +78,7 @@ def test_qlora_without_a_gpu_fails_at_dag_build(tmp_path):
 @pytest.mark.parametrize("name,experiments", [
     ("training_order", {"soft", "soft_plus", "soft_hard_to_easy"}),
     ("icl_diversity", {"icl_fixed", "soft", "icl_growing"}),
+    ("self_instruct", {"soft_self_instruct"}),
 ])
 def test_ablation_configs_build_their_own_grid_and_tables(name, experiments):
     """Run from the repository, as a user would (`extends` is relative to it); the
