@@ -49,9 +49,15 @@ def read_spec(path: str | Path) -> dict:
     return read_json(path)
 
 
-def launch(nproc: int, spec_path: str | Path) -> None:
+def launch(nproc: int, spec_path: str | Path, log_path: str | Path | None = None) -> None:
+    """Run the training under torchrun; the ranks' output is appended to the job's log."""
     cmd = torchrun_command(nproc, spec_path)
-    proc = subprocess.run(cmd, check=False)
+    if log_path:
+        with open(log_path, "a", encoding="utf-8") as log_file:
+            proc = subprocess.run(cmd, check=False, stdout=log_file, stderr=subprocess.STDOUT)
+    else:
+        proc = subprocess.run(cmd, check=False)
     if proc.returncode != 0:
+        where = f"see {log_path}" if log_path else "see the output above"
         raise SoftError(f"torchrun with {nproc} processes failed (exit {proc.returncode}); "
-                        f"each rank's output is in the job log above")
+                        f"each rank's messages are prefixed rank<N> ({where})")

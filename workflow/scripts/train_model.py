@@ -23,7 +23,8 @@ def main(smk):
     nproc = processes_for(smk.resources.get("gpu", 0))
     if nproc > 1:
         log.info("training with %d processes (one per GPU) under torchrun", nproc)
-        launch(nproc, write_spec(f"{smk.params.work_dir}.launch.json", spec))
+        launch(nproc, write_spec(f"{smk.params.work_dir}.launch.json", spec),
+               log_path=smk.log[0] if len(smk.log) else None)
     else:
         run_training(spec)
 
