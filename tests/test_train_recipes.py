@@ -140,3 +140,21 @@ def test_two_process_training_under_torchrun(tmp_path, tiny_model):
     assert card["world_size"] == 2
     # 8 examples, batch 2 per rank, 2 ranks: 2 optimiser steps per epoch
     assert card["train_metrics"]["steps"] == 2
+
+
+def test_prompt_and_answer_length_limits(tiny_model):
+    from transformers import AutoTokenizer
+
+    from soft.train import build_dataset, clip_tokens
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_model))
+    long = ("please tell me about the weather and the sea " * 20).strip()
+    assert clip_tokens(tok, long, None, "end") == long
+    end = clip_tokens(tok, long, 10, "end")
+    start = clip_tokens(tok, long, 10, "start")
+    assert len(tok(end, add_special_tokens=False).input_ids) <= 10 and long.endswith(end.strip())
+    assert long.startswith(start.strip())
+    rec = {**records()[0], "prompt": long, "response": long}
+    row = build_dataset([rec], PRINCIPLES, tok, {**TRAIN, "max_prompt_length": 10, "max_answer_length": 5})[0]
+    assert row["prompt"][1]["content"] == end and row["completion"][0]["content"] == start[:len(row["completion"][0]["content"])]
+    assert len(tok(row["completion"][0]["content"], add_special_tokens=False).input_ids) <= 5

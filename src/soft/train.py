@@ -34,10 +34,29 @@ JOB_FINGERPRINT = "soft_job.json"
 METHODS = ("lora", "full", "qlora")
 
 
-def build_dataset(records: list[dict], principles: Principles):
+def clip_tokens(tokenizer, text: str, limit: int | None, keep: str) -> str:
+    """`text` cut to at most `limit` tokens, keeping its start (`keep="start"`, answers) or
+    its end (`keep="end"`, prompts: the question is usually last). None = no limit."""
+    if limit is None:
+        return text
+    ids = tokenizer(text, add_special_tokens=False).input_ids
+    if len(ids) <= limit:
+        return text
+    return tokenizer.decode(ids[:limit] if keep == "start" else ids[-limit:])
+
+
+def build_dataset(records: list[dict], principles: Principles, tokenizer=None, train_cfg: dict | None = None):
     from datasets import Dataset
 
-    rows = [training_messages(principles, r["prompt"], r["response"]) for r in records]
+    cfg = train_cfg or {}
+    max_prompt, max_answer = cfg.get("max_prompt_length"), cfg.get("max_answer_length")
+    rows = []
+    for r in records:
+        prompt, response = r["prompt"], r["response"]
+        if tokenizer is not None:
+            prompt = clip_tokens(tokenizer, prompt, max_prompt, keep="end")
+            response = clip_tokens(tokenizer, response, max_answer, keep="start")
+        rows.append(training_messages(principles, prompt, response))
     return Dataset.from_list(rows)
 
 
@@ -209,7 +228,7 @@ def train_model(records: list[dict], init_dir: str | Path, out_dir: str | Path, 
     trainer = SFTTrainer(
         model=model,
         args=sft_config(train_cfg, work_dir, seed, device, len(records), ordered, world_size),
-        train_dataset=build_dataset(records, principles),
+        train_dataset=build_dataset(records, principles, tokenizer, train_cfg),
         processing_class=tokenizer,
         peft_config=lora_config(train_cfg["lora"]) if method in ("lora", "qlora") else None,
     )
