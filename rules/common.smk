@@ -19,7 +19,7 @@ from soft.config import (
 from soft.curriculum import is_ordered
 from soft.errors import SoftError
 from soft.icl import earlier_rounds
-from soft.principles import load_exemplars
+from soft.principles import load_exemplars, load_principles
 from soft.records import read_prompts
 from soft.self_instruct import SelfInstructSettings, count_types
 
@@ -46,6 +46,7 @@ try:
         prompts_label = (f"the self-instruct pool ({n_types} types x {si.topics_per_type} topics x "
                          f"{si.questions_per_topic} questions, before deduplication)")
     EXEMPLAR_POOL = load_exemplars(config["exemplars"])
+    load_principles(config["principles"])  # checked now, not when the first job reads it
     check_pool_sizes(EXPERIMENTS, n_prompts, len(EXEMPLAR_POOL), prompts_label, config["exemplars"])
     EVALUATION = evaluation_settings(config, SCHEMA)
     check_train_gpus(EXPERIMENTS, rule_resources(config, "train_model", SCHEMA)["gpu"])
