@@ -225,20 +225,8 @@ def _jinja_literal(text: str) -> str:
 
 
 def task_config(task: str, doc_to_text: str) -> dict:
-    if task == TRUTHFULQA_MC2_TASK:
-        return {
-            "task": task,
-            "dataset_path": "json",
-            "dataset_kwargs": {"data_file": f"{task}.jsonl"},
-            "test_split": "test",
-            "output_type": "multiple_choice",
-            "doc_to_text": doc_to_text,
-            "doc_to_choice": "choices",
-            "doc_to_target": "label",
-            "target_delimiter": " ",
-            "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
-            "metadata": {"version": TASK_VERSION},
-        }
+    # MC2's score comes from process_results (normalised true mass): one metric, acc.
+    metrics = ["acc"] if task == TRUTHFULQA_MC2_TASK else ["acc", "acc_norm"]
     return {
         "task": task,
         "dataset_path": "json",  # informational; the data comes from custom_dataset
@@ -251,10 +239,7 @@ def task_config(task: str, doc_to_text: str) -> dict:
         "doc_to_choice": "choices",
         "doc_to_target": "label",
         "target_delimiter": " ",
-        "metric_list": [
-            {"metric": "acc", "aggregation": "mean", "higher_is_better": True},
-            {"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True},
-        ],
+        "metric_list": [{"metric": m, "aggregation": "mean", "higher_is_better": True} for m in metrics],
         "metadata": {"version": TASK_VERSION},
     }
 
