@@ -46,6 +46,19 @@ def n_params(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def n_params_on_disk(model_dir: str) -> int:
+    """Parameter count from the safetensors headers, without loading the model again."""
+    import math
+
+    from safetensors import safe_open
+
+    total = 0
+    for f in Path(model_dir).glob("*.safetensors"):
+        with safe_open(str(f), framework="pt") as st:
+            total += sum(math.prod(st.get_slice(k).get_shape()) for k in st.keys())
+    return total
+
+
 def bench_generation(model_dir: str, n_prompts: int, max_new_tokens: int, batch_size: int) -> dict:
     from soft.generate import GenerationSettings, encode_split, generate_hf, plan_requests, shared_prefix
     from soft.icl import IclSettings
@@ -101,9 +114,7 @@ def bench_training(model_dir: str, n_examples: int, tmp: Path) -> dict:
     t = time.perf_counter()
     train_model(records, model_dir, tmp / "model", principles, cfg, 0, {}, tmp / "work")
     dt = time.perf_counter() - t
-    from soft.models import load_causal_lm
-
-    params = n_params(load_causal_lm(model_dir, device="cpu"))
+    params = n_params_on_disk(model_dir)
     return {"seconds": round(dt, 2), "tokens": tokens, "flops": 4 * params * tokens / dt,
             "note": "includes model load, tokenisation and the LoRA merge and save"}
 
