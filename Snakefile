@@ -8,6 +8,7 @@ from snakemake.utils import min_version, validate
 
 from soft.config import check_moved_keys, extend_config
 from soft.errors import SoftError
+from soft.gpu_slots import check_gpu_requests
 
 min_version("9.0")
 
@@ -47,6 +48,18 @@ include: "rules/filter.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
 include: "rules/aggregate.smk"
+
+
+# Every rule's gpu (config, or --set-resources) against --resources gpu=N: checked now,
+# since Snakemake would cap an oversized job silently instead of failing.
+try:
+    check_gpu_requests(
+        {r.name: r.resources.get("gpu").value for r in workflow.rules
+         if isinstance(r.resources.get("gpu").value, int)},
+        workflow.global_resources.get("gpu").value,
+    )
+except SoftError as e:
+    raise WorkflowError(f"invalid resources: {e}")
 
 
 rule all:

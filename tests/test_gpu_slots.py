@@ -192,3 +192,37 @@ def test_scripts_import_nothing_that_imports_torch():
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr
         assert out.stdout.strip() == "False", f"{script.name}: its top-level imports import torch"
+
+
+def test_gpu_requests_above_the_runs_limit_are_refused():
+    gpu_slots.check_gpu_requests({"train_model": 8, "evaluate_model": 1}, None)  # no limit set
+    gpu_slots.check_gpu_requests({"train_model": 2, "evaluate_model": 1}, 2)
+    with pytest.raises(SoftError, match=r"train_model asks for gpu=8, but the run was started "
+                                        r"with --resources gpu=2 .*silently"):
+        gpu_slots.check_gpu_requests({"train_model": 8, "evaluate_model": 1}, 2)
+
+
+def test_the_dag_refuses_a_rule_above_resources_gpu(tmp_path):
+    """Snakemake would cap train_model's gpu=2 to 1 without a word: the DAG build fails
+    instead, naming the rule; the same request with --resources gpu=2 plans normally."""
+    import yaml
+
+    from test_dag import SNAKEFILE, TRACEBACK, write_config
+
+    cfg_path = write_config(tmp_path, {"soft": {"rounds": 1}})
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["resources"]["train_model"]["gpu"] = 2
+    cfg_path.write_text(yaml.safe_dump(cfg))
+
+    def plan(gpus):
+        cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory",
+               str(tmp_path), "--cores", "2", "--dry-run", "--resources", f"gpu={gpus}",
+               "--configfile", str(cfg_path)]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+    refused = plan(1)
+    out = refused.stdout + refused.stderr
+    assert refused.returncode != 0
+    assert "train_model asks for gpu=2, but the run was started with --resources gpu=1" in out
+    assert TRACEBACK not in out and "rule train_model:" not in out
+    assert plan(2).returncode == 0

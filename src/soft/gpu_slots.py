@@ -238,3 +238,20 @@ def visible_gpu_count(env: dict | None = None) -> int:
     if env.get("CUDA_VISIBLE_DEVICES") is None:
         return len(_nvidia_smi_devices())
     return len(machine_devices({"CUDA_VISIBLE_DEVICES": env["CUDA_VISIBLE_DEVICES"]})[0])
+
+
+def check_gpu_requests(requests: dict[str, int], granted: int | None) -> None:
+    """Refuse a rule that asks for more GPUs than `--resources gpu=N` grants.
+
+    Snakemake lowers such a job's `gpu` to N without a word, so a train_model configured
+    for 8 GPUs would quietly run 2-way on a `--resources gpu=2` box (and vLLM would size
+    its tensor parallelism to match). `granted` is None when the run sets no gpu limit.
+    """
+    if granted is None:
+        return
+    over = {rule: n for rule, n in requests.items() if n > granted}
+    if over:
+        rules = ", ".join(f"{rule} asks for gpu={n}" for rule, n in sorted(over.items()))
+        raise SoftError(f"{rules}, but the run was started with --resources gpu={granted} "
+                        f"(Snakemake would silently run it with {granted}); lower "
+                        f"resources.<rule>.gpu in the config or raise --resources gpu")
