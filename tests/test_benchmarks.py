@@ -319,3 +319,12 @@ def test_normalise_results():
 def test_normalise_results_rejects_garbage():
     with pytest.raises(SoftError, match="results"):
         normalise_results({"nope": 1})
+
+
+def test_a_builtin_task_name_reaches_lm_evals_own_tasks(task_dir):
+    """Local names are found without indexing lm-eval's built-ins; any other name is
+    looked up there (a user with a hub evaluates it unchanged); an unknown name fails."""
+    from soft.evaluate import task_manager
+
+    assert "hellaswag" not in task_manager(task_dir, ["soft_hhh"]).all_tasks
+    assert {"hellaswag", "soft_hhh"} <= set(task_manager(task_dir, ["soft_hhh", "hellaswag"]).all_tasks)

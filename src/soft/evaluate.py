@@ -21,9 +21,23 @@ METRICS = ("acc", "acc_norm")
 
 def _set_offline() -> None:
     # datasets / huggingface_hub read these when imported (and hub also per call);
-    # set them before lm_eval imports datasets.
+    # set them before lm_eval imports datasets. Offline unless the user's environment
+    # says otherwise (HF_HUB_OFFLINE=0 HF_DATASETS_OFFLINE=0 for a built-in task's data).
     for k, v in OFFLINE_ENV.items():
-        os.environ[k] = v
+        os.environ.setdefault(k, v)
+
+
+def task_manager(include_path: Path, tasks: list[str]):
+    """lm-eval's TaskManager over the local benchmark folder; with lm-eval's built-in
+    tasks too when a task name is not local (users with a hub can evaluate any lm-eval
+    task: its dataset is then downloaded by lm-eval). Indexing the ~14,700 built-ins
+    costs about 7 s on 2 cores, so the local-only default skips it."""
+    from lm_eval.tasks import TaskManager
+
+    tm = TaskManager(include_path=str(include_path), include_defaults=False)
+    if hasattr(tm, "all_tasks") and any(t not in set(tm.all_tasks) for t in tasks):
+        tm = TaskManager(include_path=str(include_path), include_defaults=True)
+    return tm
 
 
 def run_lm_eval(
@@ -54,11 +68,8 @@ def run_lm_eval(
     _set_offline()
 
     import lm_eval
-    from lm_eval.tasks import TaskManager
 
-    # include_defaults=False: skip indexing lm-eval's ~14,700 built-in tasks (saves ~7 s
-    # per call on 2 cores) and rules out name clashes with them.
-    tm = TaskManager(include_path=str(include_path), include_defaults=False)
+    tm = task_manager(include_path, tasks)
     known = set(tm.all_tasks) if hasattr(tm, "all_tasks") else None
     if known is not None:
         missing = [t for t in tasks if t not in known]
