@@ -81,6 +81,19 @@ def test_atomic_dir_replaces_existing_dir(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["model"]
 
 
+def test_a_rerun_removes_what_a_killed_writer_left(tmp_path):
+    """SIGKILL skips the cleanup: the next write of the same output removes the stale
+    temporaries (file and folder) and leaves other outputs' alone."""
+    (tmp_path / ".data.jsonl.abc123.tmp").write_text("half")
+    (tmp_path / ".model.xyz.tmp").mkdir()
+    (tmp_path / ".other.jsonl.q1.tmp").write_text("someone else's")
+    with atomic_path(tmp_path / "data.jsonl") as tmp:
+        tmp.write_text("whole")
+    with atomic_path(tmp_path / "model", is_dir=True) as tmp:
+        (tmp / "w").write_text("x")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.jsonl.q1.tmp", "data.jsonl", "model"]
+
+
 # ---------------------------------------------------------------- read_jsonl errors
 
 
