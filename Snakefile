@@ -47,6 +47,8 @@ include: "rules/generate.smk"
 include: "rules/filter.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
+include: "rules/validate.smk"
+include: "rules/probe.smk"
 include: "rules/aggregate.smk"
 
 

@@ -1,15 +1,16 @@
-# The tidy metrics table and the metric-vs-round figure over every experiment.
+# The tidy metrics table (lm-eval, validation, probe diagnostics, filter drop rates,
+# judge) and the figures over every experiment, whatever length each chain ran to.
 
 
 rule aggregate_metrics:
     input:
-        evals=[entry[3] for entry in eval_table_entries()],
-        filter_stats=filter_stats_paths(),
+        table_inputs,
     output:
         csv=f"{TABLES_DIR}/metrics.csv",
         md=f"{TABLES_DIR}/metrics.md",
     params:
-        entries=eval_table_entries(),
+        entries=table_entries,
+        judges=judge_files,
     log:
         f"logs/aggregate_metrics{LOG_SUFFIX}.log",
     threads: 1
@@ -25,9 +26,12 @@ rule aggregate_metrics:
 rule plot_metrics:
     input:
         csv=f"{TABLES_DIR}/metrics.csv",
+        stops=stop_files(),
     output:
         png=f"{FIGURES_DIR}/metric_vs_round.png",
         pdf=f"{FIGURES_DIR}/metric_vs_round.pdf",
+        collapse_png=f"{FIGURES_DIR}/collapse.png",
+        collapse_pdf=f"{FIGURES_DIR}/collapse.pdf",
     log:
         f"logs/plot_metrics{LOG_SUFFIX}.log",
     threads: 1

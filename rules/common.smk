@@ -1,11 +1,13 @@
 # Config helpers and input functions. Everything computed lives in the `soft` package;
 # this file only maps wildcards to paths and settings.
+import json
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
 from soft.config import (
     BASE_MODEL_EXP,
+    check_evaluation,
     check_pool_sizes,
     check_train_gpus,
     evaluation_settings,
@@ -17,8 +19,10 @@ from soft.config import (
     rule_resources,
 )
 from soft.curriculum import is_ordered
+from soft.early_stop import validation_kind
 from soft.errors import SoftError
 from soft.icl import earlier_rounds
+from soft.io import read_json
 from soft.principles import load_exemplars, load_principles
 from soft.records import read_prompts
 from soft.self_instruct import SelfInstructSettings, count_types
@@ -49,11 +53,18 @@ try:
     load_principles(config["principles"])  # checked now, not when the first job reads it
     check_pool_sizes(EXPERIMENTS, n_prompts, len(EXEMPLAR_POOL), prompts_label, config["exemplars"])
     EVALUATION = evaluation_settings(config, SCHEMA)
+    check_evaluation(EVALUATION, EXPERIMENTS)
     check_train_gpus(EXPERIMENTS, rule_resources(config, "train_model", SCHEMA)["gpu"])
 except SoftError as e:
     raise WorkflowError(f"invalid configuration: {e}")
 
 SEED = config.get("seed", 0)
+# What lm-eval's result depends on (the probe and judge settings are not).
+LM_EVAL_SETTINGS = {k: EVALUATION[k] for k in ("tasks", "batch_size", "limit") if k in EVALUATION}
+PROBE = EVALUATION["probe"]
+JUDGE = EVALUATION["judge"]
+PROBES = PROBE.get("prompts") is not None
+JUDGES = JUDGE["kind"] != "none"
 BASE_MODEL_DIR = f"resources/models/{config['base_model']['name']}"
 BENCHMARK_DIR = "resources/benchmarks"
 TABLES_DIR, FIGURES_DIR = output_dirs(config)
@@ -199,21 +210,120 @@ def cumulative_prompts(exp, k):
     return sum(round_sizes(cfg["prompt_budget"], cfg["rounds"])[:k])
 
 
-def eval_table_entries():
-    """(experiment, round, cumulative training prompts, eval JSON) for every point of the table."""
-    return [
-        (exp, k, cumulative_prompts(exp, k), eval_path(exp, k))
-        for exp, cfg in EXPERIMENTS.items()
-        for k in range(cfg["rounds"] + 1)
-    ]
+# Validation settings shared by every experiment that stops early, when they all use the
+# same set and metric (patience may differ): the base model (round 0) is then validated
+# once, under BASE_MODEL_EXP.
+_VALIDATIONS = {json.dumps({k: cfg["early_stop"][k] for k in ("validation", "metric")}, sort_keys=True)
+                for cfg in EXPERIMENTS.values() if cfg["early_stop"].get("validation") is not None}
+SHARED_VALIDATION = json.loads(next(iter(_VALIDATIONS))) if len(_VALIDATIONS) == 1 else None
 
 
-def filter_stats_paths():
-    return [
-        f"results/{exp}/data/round{k}_filter.json"
-        for exp, cfg in EXPERIMENTS.items()
-        for k in range(1, cfg["rounds"] + 1)
-    ]
+def early_stop_of(exp):
+    return SHARED_VALIDATION if exp == BASE_MODEL_EXP else EXPERIMENTS[exp]["early_stop"]
+
+
+def stops_early(exp):
+    return early_stop_of(exp).get("validation") is not None
+
+
+def validation_is_file(wildcards):
+    return validation_kind(early_stop_of(wildcards.exp)["validation"]) == "jsonl"
+
+
+def validation_path(exp, k):
+    """Round 0 is the base model's, shared when every experiment validates alike."""
+    if int(k) == 0 and SHARED_VALIDATION is not None:
+        exp = BASE_MODEL_EXP
+    return f"results/{exp}/validation/round{k}.json"
+
+
+def goes_on_after(exp, k):
+    """Round k's early-stop decision. It comes from the decide_next_round checkpoint:
+    until that job has run, asking for it stops the DAG here, so round k+1 is planned
+    only once round k's decision can be read."""
+    return read_json(checkpoints.decide_next_round.get(exp=exp, k=k).output[0])["continue"]
+
+
+def rounds_run(exp):
+    """Rounds of the chain that run: all of them, or up to the early stop."""
+    cfg = EXPERIMENTS[exp]
+    if not stops_early(exp):
+        return cfg["rounds"]
+    for k in range(1, cfg["rounds"]):
+        if not goes_on_after(exp, k):
+            return k
+    return cfg["rounds"]
+
+
+def stop_inputs(wildcards):
+    """The validations the record reports. Also every evaluation and probe of the chain:
+    stop.json is then the mark of a finished chain, and each experiment's chain is
+    planned as its own decisions come in, not held back by another's."""
+    exp = wildcards.exp
+    n = rounds_run(exp)
+    validations = [validation_path(exp, k) for k in range(n + 1)] if stops_early(exp) else []
+    others = [eval_path(exp, k) for k in range(n + 1)]
+    if PROBES:
+        others += [diagnostics_path(exp, k) for k in range(n + 1)]
+    return {"validations": validations, "chain": others}
+
+
+def probe_path(exp, k):
+    """Round 0's probe answers are the base model's, shared like its evaluation."""
+    exp = BASE_MODEL_EXP if int(k) == 0 else exp
+    return f"results/{exp}/probe/round{k}.jsonl"
+
+
+def diagnostics_path(exp, k):
+    return probe_path(exp, k).replace(".jsonl", "_diagnostics.json")
+
+
+def judge_comparisons(exp):
+    """(round, label, candidate answers, reference answers) for every judged pair of
+    answer sets: each round against round 0, and against the reference experiment's
+    last round when one is configured."""
+    ref = JUDGE.get("reference")
+    pairs = []
+    for k in range(1, rounds_run(exp) + 1):
+        pairs.append((k, "round0", probe_path(exp, k), probe_path(exp, 0)))
+        if ref is not None and ref != exp:
+            pairs.append((k, ref, probe_path(exp, k), probe_path(ref, rounds_run(ref))))
+    return pairs
+
+
+def judge_inputs(wildcards):
+    return sorted({p for _, _, cand, base in judge_comparisons(wildcards.exp) for p in (cand, base)})
+
+
+def table_entries(wildcards=None):
+    """One entry per (experiment, round) that ran: its cumulative training prompts and the
+    files whose numbers go into the tidy table."""
+    entries = []
+    for exp in EXPERIMENTS:
+        for k in range(rounds_run(exp) + 1):
+            entries.append({
+                "experiment": exp,
+                "round": k,
+                "n_train_prompts": cumulative_prompts(exp, k),
+                "eval": eval_path(exp, k),
+                "validation": validation_path(exp, k) if stops_early(exp) else None,
+                "diagnostics": diagnostics_path(exp, k) if PROBES else None,
+                "filter": f"results/{exp}/data/round{k}_filter.json" if k >= 1 else None,
+            })
+    return entries
+
+
+def table_inputs(wildcards):
+    return [e[key] for e in table_entries() for key in ("eval", "validation", "diagnostics", "filter")
+            if e[key]] + judge_files()
+
+
+def judge_files(wildcards=None):
+    return [f"results/{exp}/judge.json" for exp in EXPERIMENTS] if JUDGES else []
+
+
+def stop_files():
+    return [f"results/{exp}/stop.json" for exp in EXPERIMENTS]
 
 
 def final_outputs():
@@ -222,4 +332,7 @@ def final_outputs():
         f"{TABLES_DIR}/metrics.md",
         f"{FIGURES_DIR}/metric_vs_round.png",
         f"{FIGURES_DIR}/metric_vs_round.pdf",
+        f"{FIGURES_DIR}/collapse.png",
+        f"{FIGURES_DIR}/collapse.pdf",
+        *stop_files(),
     ]

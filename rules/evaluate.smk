@@ -9,7 +9,7 @@ rule evaluate_model:
     output:
         "results/{exp}/eval/round{k}.json",
     params:
-        settings=EVALUATION,
+        settings=LM_EVAL_SETTINGS,
         seed=SEED,
     log:
         "logs/{exp}/evaluate_model/round{k}.log",

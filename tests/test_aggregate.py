@@ -8,7 +8,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from soft.aggregate import COLUMNS, metrics_table, plot_metric_vs_round, tidy_rows, write_table
+from soft.aggregate import (COLUMNS, metrics_table, plot_collapse, plot_metric_vs_round, signal_rows,
+                            tidy_rows, write_table)
+
+
+def entry(exp: str, k: int, n: int, eval_path: Path, **signals) -> dict:
+    return {"experiment": exp, "round": k, "n_train_prompts": n, "eval": eval_path, **signals}
 
 
 def _eval(tmp: Path, name: str, tasks: dict) -> Path:
@@ -19,7 +24,7 @@ def _eval(tmp: Path, name: str, tasks: dict) -> Path:
 
 
 @pytest.fixture
-def evals(tmp_path) -> list[tuple[str, int, int, Path]]:
+def evals(tmp_path) -> list[dict]:
     def hhh(acc, norm):
         return {"soft_hhh": {"acc_norm": (norm, 0.03), "acc": (acc, 0.031)},
                 "soft_truthfulqa_mc1": {"acc": (acc / 2, 0.02)}}
@@ -27,12 +32,12 @@ def evals(tmp_path) -> list[tuple[str, int, int, Path]]:
     base = _eval(tmp_path, "base", hhh(0.50, 0.52))
     return [
         # deliberately out of order: the table sorts
-        ("soft", 2, 32, _eval(tmp_path, "soft2", hhh(0.60, 0.61))),
-        ("soft", 0, 0, base),
-        ("single_round", 1, 48, _eval(tmp_path, "single1", hhh(0.55, 0.57))),
-        ("soft", 1, 16, _eval(tmp_path, "soft1", hhh(0.58, 0.59))),
-        ("single_round", 0, 0, base),
-        ("soft", 3, 48, _eval(tmp_path, "soft3", hhh(0.62, 0.64))),
+        entry("soft", 2, 32, _eval(tmp_path, "soft2", hhh(0.60, 0.61))),
+        entry("soft", 0, 0, base),
+        entry("single_round", 1, 48, _eval(tmp_path, "single1", hhh(0.55, 0.57))),
+        entry("soft", 1, 16, _eval(tmp_path, "soft1", hhh(0.58, 0.59))),
+        entry("single_round", 0, 0, base),
+        entry("soft", 3, 48, _eval(tmp_path, "soft3", hhh(0.62, 0.64))),
     ]
 
 
@@ -96,7 +101,7 @@ def test_write_table_missing_metric_shows_dash(tmp_path):
     and HHH acc_norm) gets no column."""
     ev = _eval(tmp_path, "only_hhh", {"soft_hhh": {"acc": (0.5, 0.1)}})
     both = _eval(tmp_path, "both", {"soft_hhh": {"acc": (0.6, 0.1)}, "soft_truthfulqa_mc1": {"acc": (0.2, 0.05)}})
-    df = metrics_table([("x", 0, 0, ev), ("x", 1, 8, both)])
+    df = metrics_table([entry("x", 0, 0, ev), entry("x", 1, 8, both)])
     write_table(df, tmp_path / "m.csv", tmp_path / "m.md")
     lines = (tmp_path / "m.md").read_text(encoding="utf-8").splitlines()
     assert lines[0] == "| experiment | round | n_train_prompts | HHH overall, acc | TruthfulQA MC1, acc |"
@@ -117,3 +122,72 @@ def test_plot_writes_png_and_pdf_reproducibly(evals, tmp_path):
     assert png1.read_bytes() == png2.read_bytes()
     assert pdf1.read_bytes() == pdf2.read_bytes()
     assert sorted(p.name for p in png1.parent.iterdir()) == ["fig.pdf", "fig.png"]
+
+
+def _json(tmp: Path, name: str, obj) -> Path:
+    p = tmp / name
+    p.write_text(json.dumps(obj), encoding="utf-8")
+    return p
+
+
+@pytest.fixture
+def chains(tmp_path) -> tuple[list[dict], list[Path], dict]:
+    """A 3-round chain that ran to the end and one that stopped after round 1, with
+    validation, probe diagnostics, filter stats and judge results."""
+    ev = _eval(tmp_path, "ev", {"soft_hhh": {"acc": (0.5, 0.1)}})
+    entries = []
+    for exp, rounds, margins in (("soft", 3, [0.2, 0.3, 0.35, 0.4]), ("fixed", 1, [0.2, 0.1])):
+        for k in range(rounds + 1):
+            sig = {"validation": _json(tmp_path, f"{exp}_v{k}.json", {"metrics": {"margin": margins[k], "acc": 0.5, "n": 32}}),
+                   "diagnostics": _json(tmp_path, f"{exp}_d{k}.json", {"entropy": 2.0 - 0.3 * k, "distinct_1": 0.5,
+                                                                        "distinct_2": 0.8 - 0.1 * k, "mean_length": 40.0,
+                                                                        "repetition_rate": 0.1 * k, "n": 12})}
+            if k:
+                sig["filter"] = _json(tmp_path, f"{exp}_f{k}.json", {"total": 16, "kept": 8, "dropped": {"too_short": 2, "no_self_id": 6}})
+            entries.append(entry(exp, k, 16 * k, ev, **sig))
+    judges = [_json(tmp_path, f"{exp}_judge.json", {"experiment": exp, "comparisons": [
+        {"round": k, "against": "round0", "summary": {"n": 12, "win_rate": 0.5, "tie_rate": 0.25, "loss_rate": 0.25}}
+        for k in range(1, rounds + 1)]}) for exp, rounds in (("soft", 3), ("fixed", 1))]
+    stops = {"soft": {"metric": "margin", "stopped_early": False},
+             "fixed": {"metric": "margin", "stopped_early": True, "stop_after_round": 1}}
+    return entries, judges, stops
+
+
+def test_signal_rows_of_every_source(chains):
+    entries, judges, _ = chains
+    rows = signal_rows(entries[1])  # soft, round 1
+    got = {(r["task"], r["metric"]): r["value"] for r in rows}
+    assert got[("validation", "margin")] == 0.3 and ("validation", "n") not in got
+    assert got[("diagnostics", "entropy")] == pytest.approx(1.7)
+    assert got[("filter", "kept_rate")] == 0.5
+    assert got[("filter", "drop_rate_no_self_id")] == 0.375
+    assert all(r["round"] == 1 and r["n_train_prompts"] == 16 and r["stderr"] is None for r in rows)
+    assert not [r for r in signal_rows(entries[0]) if r["task"] == "filter"]  # round 0 generated nothing
+
+
+def test_table_of_chains_of_different_lengths(chains, tmp_path):
+    entries, judges, _ = chains
+    df = metrics_table(entries, judges)
+    assert df.groupby("experiment")["round"].max().to_dict() == {"fixed": 1, "soft": 3}
+    judged = df[df.task == "judge_vs_round0"]
+    assert set(judged.metric) == {"win_rate", "tie_rate", "loss_rate"} and 0 not in set(judged["round"])
+    write_table(df, tmp_path / "m.csv", tmp_path / "m.md")
+    lines = (tmp_path / "m.md").read_text(encoding="utf-8").splitlines()
+    assert lines[0] == ("| experiment | round | n_train_prompts | HHH overall, acc | validation margin | "
+                        "validation acc | judged win rate vs round 0 | answer entropy |")
+    assert lines[2] == "| fixed | 0 | 0 | 0.500 ± 0.100 | 0.200 | 0.500 | – | 2.000 |"
+    assert len(lines) == 2 + 2 + 4
+
+
+def test_collapse_figure_marks_the_stop(chains, tmp_path):
+    entries, judges, stops = chains
+    df = metrics_table(entries, judges)
+    png, pdf = tmp_path / "c.png", tmp_path / "c.pdf"
+    plot_collapse(df, stops, png, pdf)
+    assert png.stat().st_size > 20_000 and pdf.read_bytes()[:5] == b"%PDF-"
+    plot_collapse(df, stops, tmp_path / "d.png", tmp_path / "d.pdf")
+    assert png.read_bytes() == (tmp_path / "d.png").read_bytes()
+    # no signal configured: still a figure, saying so
+    plain = metrics_table([entry("soft", 0, 0, entries[0]["eval"])])
+    plot_collapse(plain, {}, tmp_path / "e.png", tmp_path / "e.pdf")
+    assert (tmp_path / "e.png").stat().st_size > 1_000

@@ -91,6 +91,22 @@ CASES = [
     ("missing_question_types", lambda c, t: c.update(prompts={"source": "self_instruct", "question_types": str(t / "qt.yaml")}),
      "qt.yaml: file not found"),
     ("unknown_prompt_source", lambda c, t: c.update(prompts={"source": "web"}), "prompts"),
+    ("missing_validation_file", lambda c, t: set_key(c, "defaults.early_stop", {"validation": str(t / "val.jsonl")}),
+     "experiments.soft.early_stop.validation': " ),
+    ("validation_metric_for_jsonl", lambda c, t: set_key(c, "defaults.early_stop", {
+        "validation": file_with(t, "val.jsonl", "{}\n"), "metric": "acc_norm"}), "a preference JSONL gives margin or acc"),
+    ("missing_probe_prompts", lambda c, t: set_key(c, "evaluation.probe", {"prompts": str(t / "probe.jsonl")}),
+     "probe.jsonl: file not found"),
+    ("judge_without_probe", lambda c, t: set_key(c, "evaluation.judge", {"kind": "local"}),
+     "evaluation.probe.prompts, which is null"),
+    ("judge_key_variable_unset", lambda c, t: c["evaluation"].update(
+        probe={"prompts": file_with(t, "probe.jsonl", valid_lines(2))},
+        judge={"kind": "endpoint", "url": "http://127.0.0.1:9/v1/chat/completions", "model": "m",
+               "api_key_env": "SOFT_TEST_UNSET_KEY_VARIABLE"}),
+     "environment variable SOFT_TEST_UNSET_KEY_VARIABLE is not set"),
+    ("judge_unknown_reference", lambda c, t: c["evaluation"].update(
+        probe={"prompts": file_with(t, "probe.jsonl", valid_lines(2))}, judge={"kind": "local", "reference": "nope"}),
+     "no experiment named 'nope'"),
 ]
 
 

@@ -445,8 +445,14 @@ def test_rule_resources(cfg, schema):
 
 
 def test_evaluation_settings(cfg, schema):
-    assert evaluation_settings({}, schema) == {"tasks": ["soft_hhh", "soft_truthfulqa_mc1"], "batch_size": 4}
+    # defaults: no probe prompts, no judge (both only when configured)
+    probe = {"max_new_tokens": 96, "temperature": 0.7, "top_p": 0.95, "batch_size": 8}
+    judge = {"kind": "none", "batch_size": 4}
+    assert evaluation_settings({}, schema) == {"tasks": ["soft_hhh", "soft_truthfulqa_mc1"], "batch_size": 4,
+                                               "probe": probe, "judge": judge}
     assert evaluation_settings(cfg, schema) == {
-        "tasks": ["soft_hhh", "soft_truthfulqa_mc1"], "batch_size": 4, "limit": 25}
+        "tasks": ["soft_hhh", "soft_truthfulqa_mc1"], "batch_size": 4, "limit": 25,
+        "probe": {**probe, "prompts": "config/probe_prompts.jsonl"},
+        "judge": {**judge, "kind": "local", "reference": "single_round"}}
     assert evaluation_settings({"evaluation": {"tasks": ["soft_hhh"]}}, schema) == {
-        "tasks": ["soft_hhh"], "batch_size": 4}
+        "tasks": ["soft_hhh"], "batch_size": 4, "probe": probe, "judge": judge}

@@ -27,7 +27,8 @@ BASE = f"resources/models/{BASE_NAME}"
 BENCH = "resources/benchmarks"
 BASE_EVAL = "results/base_model/eval/round0.json"
 FINAL = ["results/tables/metrics.csv", "results/tables/metrics.md",
-         "results/figures/metric_vs_round.png", "results/figures/metric_vs_round.pdf"]
+         "results/figures/metric_vs_round.png", "results/figures/metric_vs_round.pdf",
+         "results/figures/collapse.png", "results/figures/collapse.pdf"]
 TRACEBACK = "Traceback (most recent call last)"
 
 
@@ -123,7 +124,8 @@ def expected_counts(rounds: list[int]) -> Counter:
     total = sum(rounds)
     return Counter({"split_prompts": total, "generate_responses": total, "filter_responses": total,
                     "train_model": total, "evaluate_model": total + 1, "prepare_base_model": 1,
-                    "fetch_benchmarks": 1, "aggregate_metrics": 1, "plot_metrics": 1, "all": 1})
+                    "fetch_benchmarks": 1, "aggregate_metrics": 1, "plot_metrics": 1, "all": 1,
+                    "write_stop_record": len(rounds)})
 
 
 def check_chain(plan: Plan, exp: str, rounds: int, init: str) -> None:
@@ -166,13 +168,15 @@ def check_shared(plan: Plan, experiments: dict[str, int]) -> None:
     assert plan.one("fetch_benchmarks")["output"] == [BENCH]
 
     agg = plan.one("aggregate_metrics")
-    evals = [BASE_EVAL if k == 0 else f"results/{exp}/eval/round{k}.json"
-             for exp, t in experiments.items() for k in range(t + 1)]
-    stats = [f"results/{exp}/data/round{k}_filter.json" for exp, t in experiments.items() for k in range(1, t + 1)]
-    assert agg["input"] == evals + stats
+    # per (experiment, round): its evaluation, then (rounds >= 1) its filter stats
+    inputs = [p for exp, t in experiments.items() for k in range(t + 1)
+              for p in ([BASE_EVAL] if k == 0 else [f"results/{exp}/eval/round{k}.json",
+                                                    f"results/{exp}/data/round{k}_filter.json"])]
+    assert agg["input"] == inputs
     assert agg["output"] == FINAL[:2]
-    assert plan.one("plot_metrics")["input"] == [FINAL[0]]
-    assert plan.one("all")["input"] == FINAL
+    stops = [f"results/{exp}/stop.json" for exp in experiments]
+    assert plan.one("plot_metrics")["input"] == [FINAL[0]] + stops
+    assert plan.one("all")["input"] == FINAL + stops
 
     # Closed and unambiguous: every workflow file a job reads is written by exactly one job.
     producers = Counter(o for j in plan.jobs for o in j["output"])
@@ -229,7 +233,7 @@ def grid_plan(tmp_path_factory):
 def test_grid_job_counts(grid_plan):
     assert grid_plan.stats == expected_counts([1, 3])
     assert Counter(j["rule"] for j in grid_plan.jobs) == grid_plan.stats
-    assert len(grid_plan.jobs) == 26
+    assert len(grid_plan.jobs) == 28
 
 
 def test_grid_chains(grid_plan):

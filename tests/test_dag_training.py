@@ -96,5 +96,32 @@ def test_ablation_configs_build_their_own_grid_and_tables(name, experiments):
     assert {j["wildcards"]["exp"] for j in jobs["train_model"]} == experiments
     assert [j["output"] for j in jobs["aggregate_metrics"]] == [
         [f"results/tables/{name}/metrics.csv", f"results/tables/{name}/metrics.md"]]
-    assert jobs["plot_metrics"][0]["output"] == [f"results/figures/{name}/metric_vs_round.png",
-                                                 f"results/figures/{name}/metric_vs_round.pdf"]
+    assert jobs["plot_metrics"][0]["output"] == [f"results/figures/{name}/{fig}" for fig in (
+        "metric_vs_round.png", "metric_vs_round.pdf", "collapse.png", "collapse.pdf")]
+
+
+def test_early_stop_plans_the_chain_only_up_to_the_first_open_validation(tmp_path):
+    """decide_next_round is a checkpoint: before round 1's decision exists, round 2 is
+    not in the plan at all, and the table and the stop record wait (their rounds are not
+    known yet); other experiments' chains are planned in full meanwhile."""
+    import json
+
+    val = tmp_path / "val.jsonl"
+    val.write_text(json.dumps({"id": "v1", "prompt": "p?", "chosen": "good", "rejected": "bad"}) + "\n")
+    es = {"validation": str(val), "metric": "margin", "patience": 1, "min_delta": 0.0}
+    cfg = write_config(tmp_path, {"soft": {"rounds": 3, "early_stop": es}, "single_round": {"rounds": 1}})
+    proc = dry_run(tmp_path, cfg)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = parse_jobs(proc.stdout)
+
+    def planned(rule, exp):
+        return sorted(int(j["wildcards"]["k"]) for j in jobs if j["rule"] == rule and j["wildcards"].get("exp") == exp)
+
+    assert planned("validate_model", "soft") == [1]
+    assert planned("validate_model", "base_model") == [0]  # round 0: one validation, shared
+    assert planned("generate_responses", "soft") == [1] and planned("train_model", "soft") == [1]
+    assert planned("generate_responses", "single_round") == [1]
+    # the jobs whose inputs depend on the decisions wait, marked to-be-determined
+    waiting = {tuple(j["output"]) for j in jobs if j["input"] == ["<TBD>"]}
+    assert waiting == {("results/soft/stop.json",), ("results/tables/metrics.csv", "results/tables/metrics.md")}
+    assert planned("decide_next_round", "soft") == [1]

@@ -4,13 +4,22 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from tiny import tiny_config
+from tiny import REPO, tiny_config
 
 pytestmark = pytest.mark.e2e
 
 # Everything that feeds a later rule or a reader's table; logs and benchmarks hold timings.
 COMPARED = ["results/**/*.jsonl", "results/**/*.json", "results/**/*.safetensors",
             "results/tables/*", "results/figures/*.png", "resources/benchmarks/*"]
+
+
+SIGNALS_CONFIG = {
+    "experiments": {"soft": {"rounds": 2, "train": {"data": "cumulative"},
+                             "early_stop": {"validation": str(REPO / "config/validation.jsonl"), "patience": 2}}},
+    "evaluation": {"tasks": ["soft_hhh"], "batch_size": 4, "limit": 2,
+                   "probe": {"prompts": str(REPO / "config/probe_prompts.jsonl"), "max_new_tokens": 8},
+                   "judge": {"kind": "local"}},
+}
 
 
 def digests(root: Path) -> dict[str, str]:
@@ -26,12 +35,16 @@ def test_two_clean_runs_are_byte_identical(tmp_path, run_snakemake):
     for name in ("a", "b"):
         workdir = tmp_path / name
         workdir.mkdir()
-        # cumulative training data also runs the multi-file path of train_model here
-        cfg = tiny_config(workdir, experiments={"soft": {"rounds": 2, "train": {"data": "cumulative"}}})
+        # cumulative training data also runs the multi-file path of train_model here;
+        # early stop, probe answers and the local judge write their files too
+        cfg = tiny_config(workdir, **SIGNALS_CONFIG)
         run_snakemake(workdir, cfg)
         runs.append(digests(workdir))
     a, b = runs
     assert len(a) > 15 and a.keys() == b.keys()
+    for produced in ("results/soft/stop.json", "results/soft/judge.json", "results/soft/probe/round2.jsonl",
+                     "results/soft/validation/round2.json", "results/figures/collapse.png"):
+        assert produced in a, produced
     differing = [name for name in a if a[name] != b[name]]
     assert not differing, f"files differ between identical runs: {differing}"
     for name in a:  # no absolute path of either run leaks into an output

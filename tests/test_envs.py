@@ -83,9 +83,9 @@ def test_rule_conda_directives_point_at_env_files():
     found = {}
     for smk in sorted((REPO / "rules").glob("*.smk")):
         text = smk.read_text()
-        for rule, env in re.findall(r"^rule (\w+):\n(?:(?!^rule ).*\n)*?    conda:\n\s+\"([^\"]+)\"", text, re.M):
+        for rule, env in re.findall(r"^(?:rule|checkpoint) (\w+):\n(?:(?!^(?:rule|checkpoint) ).*\n)*?    conda:\n\s+\"([^\"]+)\"", text, re.M):
             assert (smk.parent / env).resolve().is_file(), f"{smk.name}: rule {rule} -> missing {env}"
             found[rule] = Path(env).name
     assert found.get("train_model") == "train.yaml"
-    assert found.get("evaluate_model") == "eval.yaml"
+    assert found.get("evaluate_model") == found.get("validate_model") == "eval.yaml"
     assert found.get("aggregate_metrics") == found.get("plot_metrics") == "report.yaml"

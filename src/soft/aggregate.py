@@ -1,4 +1,10 @@
-"""Tidy metrics table and the metric-vs-round figure."""
+"""Tidy metrics table and the figures: metric vs round, and the collapse panel.
+
+One row per (experiment, round, task, metric). Besides lm-eval's tasks the table holds
+`validation` (early stop's metric), `diagnostics` (probe answers: entropy, distinct-1/2,
+length, repetition), `filter` (the share of round k's generations kept and dropped per
+reason) and `judge_vs_<reference>` (win / tie / loss rates). Chains may differ in length
+(early stop): each contributes the rounds it ran."""
 
 from __future__ import annotations
 
@@ -15,6 +21,22 @@ HEADLINE = [
     ("soft_truthfulqa_mc1", "acc", "TruthfulQA MC1, acc"),
     ("soft_truthfulqa_mc2", "acc", "TruthfulQA MC2"),
 ]
+# Extra columns of the Markdown table (not plotted in the headline figure).
+SIGNALS = [
+    ("validation", "margin", "validation margin"),
+    ("validation", "acc", "validation acc"),
+    ("judge_vs_round0", "win_rate", "judged win rate vs round 0"),
+    ("diagnostics", "entropy", "answer entropy"),
+]
+# Panels of the collapse figure: (task, metric, label).
+COLLAPSE = [
+    ("validation", None, "validation metric"),
+    ("diagnostics", "entropy", "answer entropy (nats/token)"),
+    ("diagnostics", "distinct_2", "distinct-2"),
+    ("diagnostics", "mean_length", "answer length (words)"),
+    ("diagnostics", "repetition_rate", "repetition rate"),
+    ("filter", "kept_rate", "generations kept by the filter"),
+]
 
 
 def tidy_rows(experiment: str, round_k: int, n_train_prompts: int, eval_json: dict) -> list[dict]:
@@ -27,31 +49,81 @@ def tidy_rows(experiment: str, round_k: int, n_train_prompts: int, eval_json: di
     return rows
 
 
-def metrics_table(evals: list[tuple[str, int, int, str | Path]]):
-    """evals: (experiment, round, cumulative training prompts, eval JSON path)."""
+def _row(entry: dict, task: str, metric: str, value, stderr=None) -> dict:
+    return {"experiment": entry["experiment"], "round": entry["round"], "task": task, "metric": metric,
+            "value": value, "stderr": stderr, "n_train_prompts": entry["n_train_prompts"]}
+
+
+def signal_rows(entry: dict) -> list[dict]:
+    """Validation, probe diagnostics and filter rows of one (experiment, round)."""
+    rows = []
+    if entry.get("validation"):
+        for metric, value in sorted(read_json(entry["validation"])["metrics"].items()):
+            if metric != "n" and value is not None:
+                rows.append(_row(entry, "validation", metric, value))
+    if entry.get("diagnostics"):
+        for metric, value in sorted(read_json(entry["diagnostics"]).items()):
+            if metric != "n":
+                rows.append(_row(entry, "diagnostics", metric, value))
+    if entry.get("filter"):
+        stats = read_json(entry["filter"])
+        total = max(stats["total"], 1)
+        rows.append(_row(entry, "filter", "kept_rate", round(stats["kept"] / total, 6)))
+        for reason, n in sorted(stats["dropped"].items()):
+            rows.append(_row(entry, "filter", f"drop_rate_{reason}", round(n / total, 6)))
+    return rows
+
+
+def judge_rows(judge_json: dict, entries: list[dict]) -> list[dict]:
+    """judge_vs_<reference> rows: win / tie / loss rates per judged round."""
+    by_point = {(e["experiment"], e["round"]): e for e in entries}
+    rows = []
+    for comp in judge_json["comparisons"]:
+        entry = by_point[(judge_json["experiment"], comp["round"])]
+        for metric in ("win_rate", "tie_rate", "loss_rate"):
+            rows.append(_row(entry, f"judge_vs_{comp['against']}", metric, comp["summary"][metric]))
+    return rows
+
+
+def metrics_table(entries: list[dict], judges: list[str | Path] = ()):
+    """entries: one per (experiment, round) with its n_train_prompts and the paths of its
+    eval JSON and, where configured, validation / diagnostics / filter JSON; judges: the
+    experiments' judge.json files."""
     import pandas as pd
 
     rows = []
-    for exp, k, n, path in evals:
-        rows += tidy_rows(exp, k, n, read_json(path))
+    for entry in entries:
+        rows += tidy_rows(entry["experiment"], entry["round"], entry["n_train_prompts"], read_json(entry["eval"]))
+        rows += signal_rows(entry)
+    for path in judges:
+        rows += judge_rows(read_json(path), entries)
     df = pd.DataFrame(rows, columns=COLUMNS)
     return df.sort_values(["experiment", "round", "task", "metric"], kind="stable").reset_index(drop=True)
 
 
 def write_table(df, csv_path: str | Path, md_path: str | Path) -> None:
+    import pandas as pd
+
     with atomic_path(csv_path) as tmp:
         df.to_csv(tmp, index=False, float_format="%.6f")
-    wide = df[df.apply(lambda r: (r["task"], r["metric"]) in {(t, m) for t, m, _ in HEADLINE}, axis=1)]
-    # A column per headline metric that some row has (MC2 only when it was evaluated).
+    wanted = {(t, m) for t, m, _ in HEADLINE + SIGNALS}
+    wide = df[[(t, m) in wanted for t, m in zip(df.task, df.metric)]]
+    # A column per headline metric or signal that some row has (MC2 only when it was
+    # evaluated, validation only with early stop, ...).
     present = {(t, m) for t, m in zip(wide.task, wide.metric)}
-    columns = [h for h in HEADLINE if (h[0], h[1]) in present] or HEADLINE[:1]
+    columns = [h for h in HEADLINE + SIGNALS if (h[0], h[1]) in present] or HEADLINE[:1]
     lines = ["| experiment | round | n_train_prompts | " + " | ".join(l for _, _, l in columns) + " |",
              "|---|---|---|" + "---|" * len(columns)]
     for (exp, k, n), grp in wide.groupby(["experiment", "round", "n_train_prompts"], sort=True):
         cells = []
         for task, metric, _ in columns:
             hit = grp[(grp.task == task) & (grp.metric == metric)]
-            cells.append(f"{hit.value.iloc[0]:.3f} ± {hit.stderr.iloc[0]:.3f}" if len(hit) else "–")
+            if not len(hit):
+                cells.append("–")
+            elif pd.notna(hit.stderr.iloc[0]):
+                cells.append(f"{hit.value.iloc[0]:.3f} ± {hit.stderr.iloc[0]:.3f}")
+            else:
+                cells.append(f"{hit.value.iloc[0]:.3f}")
         lines.append(f"| {exp} | {k} | {n} | " + " | ".join(cells) + " |")
     with atomic_path(md_path) as tmp:
         tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -81,6 +153,12 @@ def plot_metric_vs_round(df, png_path: str | Path, pdf_path: str | Path) -> None
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     fig.suptitle("SOFT vs single-round Self-Align (round 0 = base model)", fontsize=11)
+    save_figure(fig, png_path, pdf_path)
+
+
+def save_figure(fig, png_path: str | Path, pdf_path: str | Path) -> None:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     for path in (png_path, pdf_path):
         with atomic_path(path) as tmp:
@@ -88,3 +166,50 @@ def plot_metric_vs_round(df, png_path: str | Path, pdf_path: str | Path) -> None
             fig.savefig(tmp, format=Path(path).suffix[1:], dpi=150,
                         metadata={"CreationDate": None} if str(path).endswith(".pdf") else {"Software": None})
     plt.close(fig)
+
+
+def plot_collapse(df, stops: dict[str, dict], png_path: str | Path, pdf_path: str | Path) -> None:
+    """Collapse signals against round, one line per experiment; a chain stopped early is
+    marked with a cross at its last round. Panels without data (no validation set, no
+    probe prompts) are left out; with none at all the figure says so."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def series(task, metric, exp):
+        if metric is None:  # the validation panel shows each experiment's own metric
+            metric = (stops.get(exp) or {}).get("metric", "margin")
+        sub = df[(df.task == task) & (df.metric == metric) & (df.experiment == exp)]
+        return sub.sort_values("round"), metric
+
+    experiments = sorted(df.experiment.unique())
+    panels = [p for p in COLLAPSE if any(len(series(p[0], p[1], e)[0]) for e in experiments)]
+    n = max(len(panels), 1)
+    cols = min(n, 3)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.0 * cols, 3.2 * rows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    if not panels:
+        axes[0][0].text(0.5, 0.5, "no collapse signals configured\n(early_stop.validation, "
+                        "evaluation.probe.prompts)", ha="center", va="center", fontsize=9)
+    for ax, (task, metric, label) in zip(axes.flat, panels):
+        for exp in experiments:
+            sub, shown = series(task, metric, exp)
+            if not len(sub):
+                continue
+            line, = ax.plot(sub["round"], sub.value, marker="o", label=exp)
+            stop = stops.get(exp) or {}
+            if stop.get("stopped_early"):
+                last = sub[sub["round"] == stop["stop_after_round"]]
+                ax.plot(last["round"], last.value, marker="x", markersize=11, mew=2.5, color="black",
+                        linestyle="none")
+        ax.set_title(label if metric is not None else f"{label} ({shown})", fontsize=10)
+        ax.set_xlabel("round")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+    if panels:
+        axes.flat[0].legend(fontsize=8)
+    fig.suptitle("Collapse signals by round (x = early stop: the next round was not run)", fontsize=11)
+    save_figure(fig, png_path, pdf_path)

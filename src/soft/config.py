@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -138,9 +139,11 @@ def resolve_experiments(config: dict, schema: dict | None = None) -> dict[str, d
 
 def check_experiment(name: str, exp: dict) -> None:
     from soft.curriculum import check_curriculum
+    from soft.early_stop import check_early_stop
 
     key = f"experiments.{name}"
     check_curriculum(f"{key}.curriculum", exp["curriculum"])
+    check_early_stop(f"{key}.early_stop", exp["early_stop"], exp["rounds"])
     if exp["rounds"] > exp["prompt_budget"]:
         raise SoftError(
             f"config key '{key}.rounds': {exp['rounds']} rounds need at least that many prompts, "
@@ -214,6 +217,35 @@ def evaluation_settings(config: dict, schema: dict | None = None) -> dict:
     schema = schema or load_schema()
     default = schema_defaults(schema["properties"]["evaluation"], schema["$defs"])
     return deep_merge(default, config.get("evaluation") or {})
+
+
+def check_evaluation(evaluation: dict, experiments: dict[str, dict]) -> None:
+    """Probe and judge settings that only make sense together, checked at DAG build (a
+    judge endpoint without its key variable would otherwise fail after the whole chain)."""
+    from soft.records import read_prompts
+
+    probe, judge = evaluation["probe"], evaluation["judge"]
+    if probe.get("prompts") is not None:
+        read_prompts(probe["prompts"])
+    kind = judge["kind"]
+    if kind == "none":
+        return
+    if probe.get("prompts") is None:
+        raise SoftError("config key 'evaluation.judge.kind': the judge compares answers to "
+                        "evaluation.probe.prompts, which is null")
+    if kind == "endpoint":
+        for field in ("url", "model", "api_key_env"):
+            if not judge.get(field):
+                raise SoftError(f"config key 'evaluation.judge.{field}': needed by judge kind endpoint")
+        if not os.environ.get(judge["api_key_env"]):
+            raise SoftError(f"config key 'evaluation.judge.api_key_env': environment variable "
+                            f"{judge['api_key_env']} is not set")
+    elif judge.get("model") is not None and not Path(judge["model"]).is_dir():
+        raise SoftError(f"config key 'evaluation.judge.model': {judge['model']}: model folder not found")
+    ref = judge.get("reference")
+    if ref is not None and ref not in experiments:
+        raise SoftError(f"config key 'evaluation.judge.reference': no experiment named {ref!r} "
+                        f"(experiments: {', '.join(experiments)})")
 
 
 def config_hash(obj: Any) -> str:

@@ -1,12 +1,18 @@
-"""Plot metric vs cumulative training prompts, one line per experiment."""
+"""The figures: metric vs cumulative training prompts, and collapse signals vs round."""
+from pathlib import Path
+
 import pandas as pd
 
-from soft.aggregate import plot_metric_vs_round
+from soft.aggregate import plot_collapse, plot_metric_vs_round
+from soft.io import read_json
 from soft.runtime import run
 
 
 def main(smk):
-    plot_metric_vs_round(pd.read_csv(smk.input.csv), smk.output.png, smk.output.pdf)
+    df = pd.read_csv(smk.input.csv)
+    plot_metric_vs_round(df, smk.output.png, smk.output.pdf)
+    stops = {Path(p).parent.name: read_json(p) for p in smk.input.stops}
+    plot_collapse(df, stops, smk.output.collapse_png, smk.output.collapse_pdf)
 
 
 run(main, snakemake)  # noqa: F821 (injected by Snakemake)
