@@ -25,7 +25,8 @@ dry-run: setup
 test: setup
 	$(PY) -m pytest -m "not embedded and not slurm" -q
 
-# The full embedded default (SmolLM2-135M, real benchmarks; about 28 minutes).
+# The full embedded default (SmolLM2-135M, real benchmarks; about 16 minutes, longer if no
+# chain stops early).
 test-embedded: setup
 	$(PY) -m pytest -m embedded -q
 

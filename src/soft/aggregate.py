@@ -194,7 +194,11 @@ def plot_collapse(df, stops: dict[str, dict], png_path: str | Path, pdf_path: st
     if not panels:
         axes[0][0].text(0.5, 0.5, "no collapse signals configured\n(early_stop.validation, "
                         "evaluation.probe.prompts)", ha="center", va="center", fontsize=9)
+    last_round = int(df["round"].max()) if len(df) else 1
     for ax, (task, metric, label) in zip(axes.flat, panels):
+        # the same rounds on every panel (the filter has no round 0)
+        ax.set_xlim(-0.25, last_round + 0.25)
+        ax.set_xticks(range(last_round + 1))
         for exp in experiments:
             sub, shown = series(task, metric, exp)
             if not len(sub):
@@ -207,7 +211,6 @@ def plot_collapse(df, stops: dict[str, dict], png_path: str | Path, pdf_path: st
                         linestyle="none")
         ax.set_title(label if metric is not None else f"{label} ({shown})", fontsize=10)
         ax.set_xlabel("round")
-        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
     if panels:
         axes.flat[0].legend(fontsize=8)
