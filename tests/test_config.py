@@ -91,9 +91,10 @@ def test_icl_diversity_config(cfg, schema, monkeypatch):
     from soft.records import read_prompts
 
     icl_cfg = load_ablation("icl_diversity.yaml", schema, monkeypatch)
-    for key in ("seed", "base_model", "benchmarks", "prompts", "principles", "exemplars", "evaluation",
-                "defaults", "resources"):
+    for key in ("seed", "base_model", "benchmarks", "prompts", "principles", "exemplars", "defaults", "resources"):
         assert icl_cfg[key] == cfg[key], key
+    # the judge's reference is this grid's random-mode chain (there is no single_round here)
+    assert icl_cfg["evaluation"] == {**cfg["evaluation"], "judge": {**cfg["evaluation"]["judge"], "reference": "soft"}}
     assert icl_cfg["run_name"] == "icl_diversity"
     exps = resolve_experiments(icl_cfg, schema)
     assert {name: e["icl"]["mode"] for name, e in exps.items()} == {

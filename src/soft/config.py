@@ -234,10 +234,11 @@ def check_evaluation(evaluation: dict, experiments: dict[str, dict]) -> None:
         raise SoftError("config key 'evaluation.judge.kind': the judge compares answers to "
                         "evaluation.probe.prompts, which is null")
     if kind == "endpoint":
-        for field in ("url", "model", "api_key_env"):
+        for field in ("url", "model"):
             if not judge.get(field):
                 raise SoftError(f"config key 'evaluation.judge.{field}': needed by judge kind endpoint")
-        if not os.environ.get(judge["api_key_env"]):
+        # no key variable: an endpoint without authentication (a local `vllm serve`)
+        if judge.get("api_key_env") and not os.environ.get(judge["api_key_env"]):
             raise SoftError(f"config key 'evaluation.judge.api_key_env': environment variable "
                             f"{judge['api_key_env']} is not set")
     elif judge.get("model") is not None and not Path(judge["model"]).is_dir():
