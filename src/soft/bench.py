@@ -162,6 +162,7 @@ def dry_run_seconds(experiments: int, rounds: int) -> float:
     # the whole static DAG: with the early stop on, a dry run plans only up to round 1's
     # decision (a checkpoint), which is not what this figure measures
     cfg["defaults"]["early_stop"] = {"validation": None}
+    cfg["evaluation"]["judge"]["reference"] = None  # no single_round in this grid
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "c.yaml"
         path.write_text(yaml.safe_dump(cfg))
@@ -171,7 +172,7 @@ def dry_run_seconds(experiments: int, rounds: int) -> float:
                               cwd=REPO, capture_output=True, text=True)
         dt = time.perf_counter() - t
     if proc.returncode != 0:
-        raise RuntimeError(proc.stderr[-2000:])
+        raise RuntimeError((proc.stdout + proc.stderr)[-2000:])
     return dt
 
 
