@@ -146,13 +146,18 @@ def workflow_overhead(run_dir: Path) -> dict | None:
         row = f.read_text().splitlines()[-1].split("\t")
         jobs += float(row[0])
         max_rss = max(max_rss, float(row[2]) if row[2] != "NA" else 0.0)
-    stamps = re.findall(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]", logs[-1].read_text(), re.M)
+    # the newest log of a complete run (a later `make bench` or dry run logs nothing useful)
+    complete = [p for p in logs if "(100%) done" in p.read_text()]
+    if not complete:
+        return None
+    log = complete[-1]
+    stamps = re.findall(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]", log.read_text(), re.M)
     if len(stamps) < 2:
         return None
     parse = lambda s: dt.datetime.strptime(" ".join(s.split()), "%a %b %d %H:%M:%S %Y")  # noqa: E731
     wall = (parse(stamps[-1]) - parse(stamps[0])).total_seconds()
     return {"wall_s": wall, "sum_of_jobs_s": round(jobs, 1), "ratio": round(wall / jobs, 3),
-            "max_job_rss_mb": max_rss, "jobs": len(tsvs), "log": logs[-1].name}
+            "max_job_rss_mb": max_rss, "jobs": len(tsvs), "log": log.name}
 
 
 def dry_run_seconds(experiments: int, rounds: int) -> float:
