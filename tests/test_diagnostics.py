@@ -52,6 +52,11 @@ def test_shipped_validation_and_probe_sets():
     pool = {p["prompt"].strip().lower() for p in read_prompts(REPO / "config/prompts.jsonl")}
     held_out = {p["prompt"].strip().lower() for p in probes} | {v["prompt"].strip().lower() for v in val}
     assert len(probes) == 12 and not held_out & pool
+    assert not {p["prompt"].strip().lower() for p in probes} & {v["prompt"].strip().lower() for v in val}
+    assert len({p["category"] for p in probes}) >= 6
+    # length alone must not separate the answers: neither side is the longer one almost always
+    longer = sum(len(v["chosen"].split()) > len(v["rejected"].split()) for v in val)
+    assert 8 <= longer <= 24
 
 
 def test_bad_validation_file_names_file_and_line(tmp_path):
@@ -73,9 +78,11 @@ def test_token_entropy_falls_when_the_model_sharpens(tmp_path):
     model.eval()
     pairs = [(tok("What is a budget?").input_ids, tok("A plan for money.").input_ids),
              (tok("Hi").input_ids, tok("Hello there, how can I help you today?").input_ids),
-             (tok("Empty").input_ids, [])]
+             (tok("Empty").input_ids, []),
+             ([], tok("Hello there").input_ids), ([], tok("Hi").input_ids[:1])]
     flat = token_entropy(model, pairs, tok.pad_token_id, batch_size=2)
     assert all(0 < h <= math.log(model.config.vocab_size) + 1e-6 for h in flat[:2]) and flat[2] == 0.0
+    assert 0 < flat[3] <= math.log(model.config.vocab_size) + 1e-6 and flat[4] == 0.0  # no context
     # batching and padding do not change a pair's value
     assert token_entropy(model, pairs[1:2], tok.pad_token_id, batch_size=1)[0] == pytest.approx(flat[1], abs=1e-4)
     with torch.no_grad():

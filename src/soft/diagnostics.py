@@ -71,7 +71,8 @@ def mean_length(texts: list[str]) -> float:
 def token_entropy(model, pairs: list[tuple[list[int], list[int]]], pad_id: int, batch_size: int) -> list[float]:
     """Mean entropy (nats) of the model's next-token distribution at the positions that
     predict each answer's tokens, given its context: one teacher-forced pass per batch
-    of similar lengths. An empty answer scores 0."""
+    of similar lengths. An empty answer scores 0 (so does a one-token answer without
+    context: nothing predicts its only token)."""
     import torch
 
     out = [0.0] * len(pairs)
@@ -94,10 +95,10 @@ def token_entropy(model, pairs: list[tuple[list[int], list[int]]], pad_id: int, 
         for row, i in enumerate(idx):
             ctx, ans = pairs[i]
             # position p predicts token p+1: the answer's tokens are predicted from
-            # positions len(ctx)-1 .. len(ctx)+len(ans)-2
-            start = max(len(ctx) - 1, 0)
-            span = entropy[row, start:start + len(ans)]
-            out[i] = float(span.mean())
+            # positions len(ctx)-1 .. len(ctx)+len(ans)-2 (without context, the first
+            # answer token has no predicting position)
+            span = entropy[row, max(len(ctx) - 1, 0):len(ctx) + len(ans) - 1]
+            out[i] = float(span.mean()) if span.numel() else 0.0
     return out
 
 
