@@ -13,6 +13,9 @@ from soft.gpu_slots import check_gpu_requests
 min_version("9.0")
 
 
+report: "workflow/report/workflow.rst"
+
+
 # A config given with --configfile replaces the default grid rather than being merged
 # into it, so an ablation config never inherits the default experiments.
 if not workflow.overwrite_configfiles:
@@ -50,6 +53,7 @@ include: "rules/evaluate.smk"
 include: "rules/validate.smk"
 include: "rules/probe.smk"
 include: "rules/aggregate.smk"
+include: "rules/paper.smk"
 
 
 # Every rule's gpu (config, or --set-resources) against --resources gpu=N: checked now,

@@ -6,7 +6,7 @@ rule aggregate_metrics:
     input:
         table_inputs,
     output:
-        csv=f"{TABLES_DIR}/metrics.csv",
+        csv=report(f"{TABLES_DIR}/metrics.csv", caption="../workflow/report/metrics.rst", category="Grid"),
         md=f"{TABLES_DIR}/metrics.md",
     params:
         entries=table_entries,
@@ -28,9 +28,11 @@ rule plot_metrics:
         csv=f"{TABLES_DIR}/metrics.csv",
         stops=stop_files(),
     output:
-        png=f"{FIGURES_DIR}/metric_vs_round.png",
+        png=report(f"{FIGURES_DIR}/metric_vs_round.png", caption="../workflow/report/grid_figures.rst",
+                   category="Grid"),
         pdf=f"{FIGURES_DIR}/metric_vs_round.pdf",
-        collapse_png=f"{FIGURES_DIR}/collapse.png",
+        collapse_png=report(f"{FIGURES_DIR}/collapse.png", caption="../workflow/report/grid_figures.rst",
+                            category="Grid"),
         collapse_pdf=f"{FIGURES_DIR}/collapse.pdf",
     log:
         f"logs/plot_metrics{LOG_SUFFIX}.log",

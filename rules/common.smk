@@ -7,16 +7,21 @@ from snakemake.exceptions import WorkflowError
 
 from soft.config import (
     BASE_MODEL_EXP,
+    HUB_POOL_STATS,
     check_evaluation,
+    check_paper,
     check_pool_sizes,
     check_train_gpus,
     evaluation_settings,
+    included_experiments,
     load_schema,
     output_dirs,
+    paper_settings,
     prompt_source,
     prompts_file,
     resolve_experiments,
     rule_resources,
+    seed_instances,
 )
 from soft.curriculum import is_ordered
 from soft.early_stop import validation_kind
@@ -24,6 +29,7 @@ from soft.errors import SoftError
 from soft.icl import earlier_rounds
 from soft.io import read_json
 from soft.principles import load_exemplars, load_principles
+from soft.prompt_pool import known_pool_size
 from soft.records import read_prompts
 from soft.self_instruct import SelfInstructSettings, count_types
 
@@ -37,11 +43,21 @@ wildcard_constraints:
 # file fails here, with one message, rather than hours into the chain.
 SCHEMA = load_schema(Path(workflow.basedir) / "config" / "schema" / "config.schema.yaml")
 try:
-    EXPERIMENTS = resolve_experiments(config, SCHEMA)
+    # The grid's experiments, plus the ablations `snakemake paper` includes, once per seed.
+    # Only the paper target asks for the included ones; `all` builds the grid.
+    PAPER = paper_settings(config, SCHEMA)
+    _all_experiments, PAPER_PANELS = included_experiments(config, PAPER, SCHEMA)
+    NAMED_EXPERIMENTS = resolve_experiments({**config, "experiments": _all_experiments}, SCHEMA)
+    EXPERIMENTS = seed_instances(NAMED_EXPERIMENTS, config.get("seeds"), config.get("seed", 0))
+    GRID = [i for i, cfg in EXPERIMENTS.items() if cfg["name"] in config["experiments"]]
     PROMPT_SOURCE = prompt_source(config, SCHEMA)
     PROMPTS_FILE = prompts_file(PROMPT_SOURCE)
     if PROMPT_SOURCE["source"] == "file":
         n_prompts, prompts_label = len(read_prompts(PROMPTS_FILE)), PROMPTS_FILE
+    elif PROMPT_SOURCE["source"] == "hub":
+        # Counted once fetched with these settings; until then (None) the budget is
+        # checked when the split job reads the pool.
+        n_prompts, prompts_label = known_pool_size(PROMPT_SOURCE, PROMPTS_FILE, HUB_POOL_STATS), PROMPTS_FILE
     else:
         # The pool does not exist yet: check against the most it can hold.
         si = SelfInstructSettings.from_config(PROMPT_SOURCE)
@@ -51,10 +67,11 @@ try:
                          f"{si.questions_per_topic} questions, before deduplication)")
     EXEMPLAR_POOL = load_exemplars(config["exemplars"])
     load_principles(config["principles"])  # checked now, not when the first job reads it
-    check_pool_sizes(EXPERIMENTS, n_prompts, len(EXEMPLAR_POOL), prompts_label, config["exemplars"])
+    check_pool_sizes(NAMED_EXPERIMENTS, n_prompts, len(EXEMPLAR_POOL), prompts_label, config["exemplars"])
     EVALUATION = evaluation_settings(config, SCHEMA)
-    check_evaluation(EVALUATION, EXPERIMENTS)
-    check_train_gpus(EXPERIMENTS, rule_resources(config, "train_model", SCHEMA)["gpu"])
+    check_evaluation(EVALUATION, NAMED_EXPERIMENTS)
+    check_paper(PAPER, NAMED_EXPERIMENTS)
+    check_train_gpus(NAMED_EXPERIMENTS, rule_resources(config, "train_model", SCHEMA)["gpu"])
 except SoftError as e:
     raise WorkflowError(f"invalid configuration: {e}")
 
@@ -77,6 +94,17 @@ def resources_of(rule_name):
 
 def experiment(wildcards):
     return EXPERIMENTS[wildcards.exp]
+
+
+def seed_of(wildcards):
+    """The experiment's seed (config `seeds`); the shared round-0 jobs use the master seed."""
+    cfg = EXPERIMENTS.get(wildcards.exp)
+    return cfg["seed"] if cfg else SEED
+
+
+def instance_of(name, seed):
+    """The instance of experiment `name` run at `seed`."""
+    return next(i for i, cfg in EXPERIMENTS.items() if cfg["name"] == name and cfg["seed"] == seed)
 
 
 def round_of(wildcards):
@@ -283,11 +311,15 @@ def judge_comparisons(exp):
     answer sets: each round against round 0, and against the reference experiment's
     last round when one is configured."""
     ref = JUDGE.get("reference")
+    cfg = EXPERIMENTS[exp]
+    # the reference run at the same seed; labelled by its experiment's name, so that
+    # every seed's rows share one judge_vs_<reference> column
+    ref_run = instance_of(ref, cfg["seed"]) if ref is not None and ref != cfg["name"] else None
     pairs = []
     for k in range(1, rounds_run(exp) + 1):
         pairs.append((k, "round0", probe_path(exp, k), probe_path(exp, 0)))
-        if ref is not None and ref != exp:
-            pairs.append((k, ref, probe_path(exp, k), probe_path(ref, rounds_run(ref))))
+        if ref_run is not None:
+            pairs.append((k, ref, probe_path(exp, k), probe_path(ref_run, rounds_run(ref_run))))
     return pairs
 
 
@@ -295,11 +327,11 @@ def judge_inputs(wildcards):
     return sorted({p for _, _, cand, base in judge_comparisons(wildcards.exp) for p in (cand, base)})
 
 
-def table_entries(wildcards=None):
-    """One entry per (experiment, round) that ran: its cumulative training prompts and the
-    files whose numbers go into the tidy table."""
+def table_entries(wildcards=None, experiments=None):
+    """One entry per (experiment, round) that ran (the grid's experiments unless named):
+    its cumulative training prompts and the files whose numbers go into the tidy table."""
     entries = []
-    for exp in EXPERIMENTS:
+    for exp in GRID if experiments is None else experiments:
         for k in range(rounds_run(exp) + 1):
             entries.append({
                 "experiment": exp,
@@ -313,17 +345,17 @@ def table_entries(wildcards=None):
     return entries
 
 
-def table_inputs(wildcards):
-    return [e[key] for e in table_entries() for key in ("eval", "validation", "diagnostics", "filter")
-            if e[key]] + judge_files()
+def table_inputs(wildcards, experiments=None):
+    return [e[key] for e in table_entries(experiments=experiments)
+            for key in ("eval", "validation", "diagnostics", "filter") if e[key]] + judge_files(experiments=experiments)
 
 
-def judge_files(wildcards=None):
-    return [f"results/{exp}/judge.json" for exp in EXPERIMENTS] if JUDGES else []
+def judge_files(wildcards=None, experiments=None):
+    return [f"results/{exp}/judge.json" for exp in (GRID if experiments is None else experiments)] if JUDGES else []
 
 
-def stop_files():
-    return [f"results/{exp}/stop.json" for exp in EXPERIMENTS]
+def stop_files(experiments=None):
+    return [f"results/{exp}/stop.json" for exp in (GRID if experiments is None else experiments)]
 
 
 def final_outputs():
@@ -336,3 +368,26 @@ def final_outputs():
         f"{FIGURES_DIR}/collapse.pdf",
         *stop_files(),
     ]
+
+
+# `snakemake paper`: the grid's experiments and the included ablations, every seed.
+PAPER_DIR = f"results/paper/{config['run_name']}" if config.get("run_name") else "results/paper"
+PAPER_EXPERIMENTS = list(EXPERIMENTS)
+PAPER_MAIN = PAPER.get("main") or list(config["experiments"])
+
+
+def paper_instances():
+    """Instance name -> [experiment name, seed], for the per-seed table."""
+    return {i: [cfg["name"], cfg["seed"]] for i, cfg in EXPERIMENTS.items()}
+
+
+def paper_figures():
+    """Figure stems of the paper target: fixed ones plus one per included ablation."""
+    return ["benchmarks", "metric_vs_round", "collapse"] + [f"ablation_{p['name']}" for p in PAPER_PANELS]
+
+
+def paper_outputs():
+    files = [f"{PAPER_DIR}/{name}" for name in (
+        "metrics_by_seed.csv", "metrics_summary.csv", "main_table.csv", "main_table.md", "main_table.tex",
+        "provenance.json")]
+    return files + [f"{PAPER_DIR}/{stem}.{ext}" for stem in paper_figures() for ext in ("png", "pdf")]

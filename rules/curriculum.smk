@@ -14,7 +14,7 @@ rule score_pool_difficulty:
         curriculum=curriculum_of,
         prompt_budget=lambda w: experiment(w)["prompt_budget"],
         max_length=lambda w: experiment(w)["train"]["max_length"],
-        seed=SEED,
+        seed=seed_of,
     log:
         "logs/{exp}/score_pool_difficulty.log",
     benchmark:
@@ -39,7 +39,7 @@ rule score_round_difficulty:
     params:
         curriculum=curriculum_of,
         max_length=lambda w: experiment(w)["train"]["max_length"],
-        seed=SEED,
+        seed=seed_of,
     log:
         "logs/{exp}/score_round_difficulty/round{k}.log",
     benchmark:

@@ -10,7 +10,7 @@ rule evaluate_model:
         "results/{exp}/eval/round{k}.json",
     params:
         settings=LM_EVAL_SETTINGS,
-        seed=SEED,
+        seed=seed_of,
     log:
         "logs/{exp}/evaluate_model/round{k}.log",
     benchmark:

@@ -15,7 +15,7 @@ rule filter_responses:
         settings=lambda w: experiment(w)["filter"],
         icl=icl_settings,
         grown_rounds=grown_rounds,
-        seed=SEED,
+        seed=seed_of,
     log:
         "logs/{exp}/filter_responses/round{k}.log",
     threads: 1

@@ -17,7 +17,7 @@ rule generate_responses:
         icl=icl_settings,
         grown_rounds=grown_rounds,
         round=round_of,
-        seed=SEED,
+        seed=seed_of,
         gpus=job_gpus,
     log:
         "logs/{exp}/generate_responses/round{k}.log",

@@ -13,7 +13,7 @@ rule probe_model:
         diagnostics="results/{exp}/probe/round{k}_diagnostics.json",
     params:
         settings=PROBE,
-        seed=SEED,
+        seed=seed_of,
     log:
         "logs/{exp}/probe_model/round{k}.log",
     benchmark:

@@ -11,7 +11,7 @@ rule split_prompts:
     params:
         settings=split_settings,
         round=round_of,
-        seed=SEED,
+        seed=seed_of,
     log:
         "logs/{exp}/split_prompts/round{k}.log",
     threads: 1
@@ -47,3 +47,27 @@ if PROMPT_SOURCE["source"] == "self_instruct":
             "../envs/train.yaml"
         script:
             "../workflow/scripts/write_self_instruct_prompts.py"
+
+
+# prompts.source: hub — one field of a Hugging Face hub dataset file becomes the pool.
+if PROMPT_SOURCE["source"] == "hub":
+
+    # A download: on a cluster it runs where Snakemake runs, which usually has the network
+    # that compute nodes lack.
+    rule fetch_prompt_pool:
+        localrule: True
+        output:
+            pool=PROMPTS_FILE,
+            stats=HUB_POOL_STATS,
+        params:
+            settings=PROMPT_SOURCE,
+        log:
+            "logs/prompt_pool/fetch_prompt_pool.log",
+        benchmark:
+            "benchmarks/prompt_pool/fetch_prompt_pool.tsv"
+        threads: 1
+        resources:
+            mem_mb=2000,
+            gpu=0,
+        script:
+            "../workflow/scripts/fetch_prompt_pool.py"

@@ -14,7 +14,7 @@ rule train_model:
         settings=lambda w: experiment(w)["train"],
         curriculum=curriculum_of,
         round=round_of,
-        seed=SEED,
+        seed=seed_of,
         work_dir=lambda w: f"results/{w.exp}/train_work/round{w.k}",
     log:
         "logs/{exp}/train_model/round{k}.log",

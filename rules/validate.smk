@@ -15,7 +15,7 @@ rule validate_model:
         settings=lambda w: early_stop_of(w.exp),
         batch_size=EVALUATION["batch_size"],
         limit=EVALUATION.get("limit"),
-        seed=SEED,
+        seed=seed_of,
     log:
         "logs/{exp}/validate_model/round{k}.log",
     benchmark:

@@ -125,3 +125,49 @@ def test_early_stop_plans_the_chain_only_up_to_the_first_open_validation(tmp_pat
     waiting = {tuple(j["output"]) for j in jobs if j["input"] == ["<TBD>"]}
     assert waiting == {("results/soft/stop.json",), ("results/tables/metrics.csv", "results/tables/metrics.md")}
     assert planned("decide_next_round", "soft") == [1]
+
+
+def _repo_dry_run(*args):
+    import subprocess
+    import sys
+
+    from test_dag import REPO
+
+    return subprocess.run([sys.executable, "-m", "snakemake", *args, "--cores", "2", "--dry-run", "--forceall"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+
+
+def test_paper_config_builds_the_paper_scale_dag():
+    """config/experiments/paper.yaml: Llama-2-7b from the hub, vLLM, QLoRA on one GPU per
+    job, Dolly prompts from the hub, three seeds, the main grid and both ablations."""
+    proc = _repo_dry_run("paper", "--configfile", "config/experiments/paper.yaml")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = jobs_by_rule(proc)
+    runs = {j["wildcards"]["exp"] for j in jobs["generate_responses"]}
+    names = {"single_round", "soft", "soft_plus", "icl_fixed", "icl_growing", "soft_hard_to_easy"}
+    assert runs == names | {f"{n}_seed{s}" for n in names for s in (1, 2)}
+    assert [j["output"] for j in jobs["prepare_base_model"]] == [["resources/models/llama-2-7b"]]
+    assert [j["output"] for j in jobs["fetch_prompt_pool"]] == [
+        ["results/prompt_pool/hub.jsonl", "results/prompt_pool/hub_stats.json"]]
+    # every GPU job of the listing asks for one GPU
+    import re
+
+    blocks = re.split(r"\n(?=(?:local)?rule \w+:)", proc.stdout)
+    gpu_blocks = [b for b in blocks if re.match(r"(?:local)?rule (train_model|generate_responses):", b)]
+    assert len(gpu_blocks) == 36 and all(re.search(r"resources: .*\bgpu=1\b", b) for b in gpu_blocks)
+    assert "results/paper/paper_llama2_7b/main_table.tex" in jobs["write_paper_tables"][0]["output"]
+    assert "results/paper/paper_llama2_7b/ablation_training_order.png" in jobs["plot_paper_figures"][0]["output"]
+
+
+def test_default_paper_target_adds_the_ablations_to_the_grid():
+    proc = _repo_dry_run("paper")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = jobs_by_rule(proc)
+    assert {j["wildcards"]["exp"] for j in jobs["generate_responses"]} == {
+        "single_round", "soft", "soft_plus", "icl_fixed", "icl_growing", "soft_hard_to_easy"}
+    outputs = jobs["plot_paper_figures"][0]["output"]
+    for stem in ("benchmarks", "metric_vs_round", "collapse", "ablation_icl_diversity", "ablation_training_order"):
+        assert f"results/paper/{stem}.png" in outputs and f"results/paper/{stem}.pdf" in outputs
+    # `all` stays the grid
+    plain = jobs_by_rule(_repo_dry_run())
+    assert {j["wildcards"]["exp"] for j in plain["generate_responses"]} == {"single_round", "soft", "soft_plus"}

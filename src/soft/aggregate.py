@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from soft.errors import SoftError
 from soft.io import atomic_path, read_json
 
 COLUMNS = ["experiment", "round", "task", "metric", "value", "stderr", "n_train_prompts"]
@@ -99,6 +100,22 @@ def metrics_table(entries: list[dict], judges: list[str | Path] = ()):
         rows += judge_rows(read_json(path), entries)
     df = pd.DataFrame(rows, columns=COLUMNS)
     return df.sort_values(["experiment", "round", "task", "metric"], kind="stable").reset_index(drop=True)
+
+
+SEED_COLUMNS = ["experiment", "seed", "round", "task", "metric", "value", "stderr", "n_train_prompts"]
+
+
+def seed_table(df, instances: dict[str, list]):
+    """The tidy table by experiment and seed: each run's name (`soft_seed1`) becomes its
+    experiment's name and seed (instances: run name -> [experiment, seed])."""
+    unknown = sorted(set(df.experiment) - set(instances))
+    if unknown:
+        raise SoftError(f"no experiment and seed known for run(s) {', '.join(unknown)}")
+    out = df.copy()
+    out["seed"] = [int(instances[e][1]) for e in df.experiment]
+    out["experiment"] = [instances[e][0] for e in df.experiment]
+    return out[SEED_COLUMNS].sort_values(["experiment", "seed", "round", "task", "metric"],
+                                         kind="stable").reset_index(drop=True)
 
 
 def write_table(df, csv_path: str | Path, md_path: str | Path) -> None:

@@ -37,12 +37,14 @@ def validate_schema(config: dict, schema: dict | None = None) -> None:
     if errors:
         err = errors[0]
         # oneOf errors hide the useful message in their context: take the branch whose
-        # `const` discriminator (e.g. source.kind) matched, else the closest error.
+        # `const` discriminator (e.g. source.kind) matched and whose type fits (`prompts`
+        # is a string or a mapping), else the closest error.
         if err.context:
             branches: dict = {}
             for e in err.context:
                 branches.setdefault(e.relative_schema_path[0], []).append(e)
-            matching = [b for b in branches.values() if not any(e.validator == "const" for e in b)]
+            matching = [b for b in branches.values() if not any(
+                e.validator == "const" or (e.validator == "type" and not e.relative_path) for e in b)]
             candidates = matching[0] if len(matching) == 1 else err.context
             err = min(candidates, key=lambda e: (len(e.absolute_path) * -1, len(e.message)))
         key = ".".join(str(p) for p in err.absolute_path) or "(top level)"
@@ -114,10 +116,20 @@ def output_dirs(config: dict) -> tuple[str, str]:
     return f"results/tables{suffix}", f"results/figures{suffix}"
 
 
+# Keys that pick a variant of a section (base_model.source.kind, prompts.source): an
+# override that switches variant replaces the section, since the variants' keys differ.
+VARIANT_KEYS = ("kind", "source")
+
+
+def _switches_variant(base: dict, override: dict) -> bool:
+    return any(isinstance(override.get(k), str) and isinstance(base.get(k), str) and override[k] != base[k]
+               for k in VARIANT_KEYS)
+
+
 def deep_merge(base: dict, override: dict) -> dict:
     out = copy.deepcopy(base)
     for key, value in (override or {}).items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and not _switches_variant(out[key], value):
             out[key] = deep_merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
@@ -137,6 +149,75 @@ def resolve_experiments(config: dict, schema: dict | None = None) -> dict[str, d
     return experiments
 
 
+def seed_instances(experiments: dict[str, dict], seeds: list[int] | None, seed: int) -> dict[str, dict]:
+    """Every experiment once per seed: instance name -> settings, with `name` (the
+    experiment's) and `seed` added. The run at the master `seed` keeps the experiment's
+    name, so a one-seed grid's results are reused; other seeds are `<name>_seed<s>`."""
+    seeds = list(seeds) if seeds else [seed]
+    if len(set(seeds)) != len(seeds):
+        raise SoftError(f"config key 'seeds': {seeds} repeats a seed")
+    out: dict[str, dict] = {}
+    for name, exp in experiments.items():
+        for s in seeds:
+            instance = name if s == seed else f"{name}_seed{s}"
+            if instance in out or (instance != name and instance in experiments):
+                raise SoftError(f"config key 'seeds': experiment {name!r} at seed {s} would be named "
+                                f"{instance!r}, which another experiment already is; rename it")
+            out[instance] = {**copy.deepcopy(exp), "name": name, "seed": s}
+    return out
+
+
+def paper_settings(config: dict, schema: dict | None = None) -> dict:
+    schema = schema or load_schema()
+    default = schema_defaults(schema["properties"]["paper"], schema["$defs"])
+    return deep_merge(default, config.get("paper") or {})
+
+
+# Sections an ablation config may set and still be included in the paper grid: its
+# experiments run with the including config's settings (evaluation included).
+INCLUDABLE_KEYS = {"extends", "run_name", "evaluation", "experiments"}
+
+
+def included_experiments(config: dict, paper: dict, schema: dict | None = None) -> tuple[dict, list[dict]]:
+    """The grid's experiments plus those of the configs named in paper.include, and one
+    panel per included config ({name: its run_name, file, experiments: in its order}). An
+    experiment may appear in several configs only with the same settings (the ablations
+    reuse the main grid's chains by name)."""
+    def resolved(name: str, override) -> dict:
+        return resolve_experiments({"defaults": config.get("defaults"), "experiments": {name: override}},
+                                   schema)[name]
+
+    merged = copy.deepcopy(config["experiments"])
+    origin = {name: "the grid's experiments" for name in merged}
+    panels = []
+    for i, path in enumerate(paper.get("include") or []):
+        key = f"config key 'paper.include[{i}]'"
+        if not Path(path).is_file():
+            raise SoftError(f"{key}: {path} not found")
+        try:
+            other = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise SoftError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        if not isinstance(other, dict) or not isinstance(other.get("experiments"), dict):
+            raise SoftError(f"{key}: {path} has no experiments")
+        extra = sorted(set(other) - INCLUDABLE_KEYS)
+        if extra:
+            raise SoftError(f"{key}: {path} also changes {', '.join(extra)}; only configs that "
+                            f"differ in their experiments can join the paper grid")
+        for name, override in other["experiments"].items():
+            if name in merged and resolved(name, merged[name]) != resolved(name, override):
+                raise SoftError(f"{key}: experiment {name!r} in {path} differs from {name!r} in "
+                                f"{origin[name]}; give it another name")
+            merged.setdefault(name, copy.deepcopy(override))
+            origin.setdefault(name, path)
+        panels.append({"name": other.get("run_name") or Path(path).stem, "file": path,
+                       "experiments": list(other["experiments"])})
+    names = [p["name"] for p in panels]
+    if len(set(names)) != len(names):
+        raise SoftError(f"config key 'paper.include': two configs share the run_name of {names}")
+    return merged, panels
+
+
 def check_experiment(name: str, exp: dict) -> None:
     from soft.curriculum import check_curriculum
     from soft.early_stop import check_early_stop
@@ -151,13 +232,15 @@ def check_experiment(name: str, exp: dict) -> None:
         )
 
 
-def check_pool_sizes(experiments: dict[str, dict], n_prompts: int, n_exemplars: int,
+def check_pool_sizes(experiments: dict[str, dict], n_prompts: int | None, n_exemplars: int,
                      prompts_file: str, exemplars_file: str) -> None:
     """Checks that need the input files: budget fits the prompt pool, and
-    icl.shots <= icl.pool_size <= the exemplars in the file."""
+    icl.shots <= icl.pool_size <= the exemplars in the file. n_prompts None = the pool's
+    size is unknown until a job fetches it (prompts.source: hub): the budget is then
+    checked when the prompts are split."""
     for name, exp in experiments.items():
         key = f"config key 'experiments.{name}"
-        if exp["prompt_budget"] > n_prompts:
+        if n_prompts is not None and exp["prompt_budget"] > n_prompts:
             raise SoftError(
                 f"{key}.prompt_budget': {exp['prompt_budget']} prompts "
                 f"asked but {prompts_file} holds only {n_prompts}"
@@ -186,11 +269,15 @@ def check_train_gpus(experiments: dict[str, dict], train_gpus: int) -> None:
 
 
 SELF_INSTRUCT_POOL = "results/prompt_pool/self_instruct.jsonl"
+HUB_POOL = "results/prompt_pool/hub.jsonl"
+HUB_POOL_STATS = "results/prompt_pool/hub_stats.json"
+# Where each generated source writes its pool (source: file names its own path).
+POOL_FILES = {"self_instruct": SELF_INSTRUCT_POOL, "hub": HUB_POOL}
 
 
 def prompt_source(config: dict, schema: dict | None = None) -> dict:
-    """The `prompts` key, normalised: {source: file, path} or the self-instruct settings
-    with the schema's defaults filled in."""
+    """The `prompts` key, normalised: {source: file, path}, or the settings of a generated
+    source (self_instruct, hub) with its schema branch's defaults filled in."""
     value = config["prompts"]
     if isinstance(value, str):
         return {"source": "file", "path": value}
@@ -198,12 +285,12 @@ def prompt_source(config: dict, schema: dict | None = None) -> dict:
         return dict(value)
     schema = schema or load_schema()
     branch = next(b for b in schema["properties"]["prompts"]["oneOf"]
-                  if b.get("properties", {}).get("source", {}).get("const") == "self_instruct")
+                  if b.get("properties", {}).get("source", {}).get("const") == value["source"])
     return deep_merge(schema_defaults({"type": "object", **branch}, schema["$defs"]), value)
 
 
 def prompts_file(source: dict) -> str:
-    return source["path"] if source["source"] == "file" else SELF_INSTRUCT_POOL
+    return source["path"] if source["source"] == "file" else POOL_FILES[source["source"]]
 
 
 def rule_resources(config: dict, rule: str, schema: dict | None = None) -> dict:
@@ -247,6 +334,13 @@ def check_evaluation(evaluation: dict, experiments: dict[str, dict]) -> None:
     if ref is not None and ref not in experiments:
         raise SoftError(f"config key 'evaluation.judge.reference': no experiment named {ref!r} "
                         f"(experiments: {', '.join(experiments)})")
+
+
+def check_paper(paper: dict, experiments: dict[str, dict]) -> None:
+    for name in paper.get("main") or []:
+        if name not in experiments:
+            raise SoftError(f"config key 'paper.main': no experiment named {name!r} "
+                            f"(experiments: {', '.join(experiments)})")
 
 
 def config_hash(obj: Any) -> str:

@@ -16,7 +16,10 @@ def budget_prompts(pool: list[dict], prompt_budget: int, seed: int, where: str =
     a T-round chain and a curriculum run see exactly the same total data.
     """
     if prompt_budget > len(pool):
-        raise SoftError(f"prompt_budget {prompt_budget} exceeds the {len(pool)} prompts of {where}")
+        # A pool fetched by a job (prompts.source: hub) is only counted here, not at DAG build.
+        raise SoftError(f"prompt_budget {prompt_budget} exceeds the {len(pool)} prompts of {where}: "
+                        f"lower config key 'defaults.prompt_budget' (or the experiment's "
+                        f"'experiments.<name>.prompt_budget'), or use a larger pool")
     order = sorted(pool, key=lambda r: r["id"])  # independent of the file's line order
     random.Random(seed).shuffle(order)
     return order[:prompt_budget]

@@ -31,16 +31,19 @@ def set_threads(n: int) -> None:
     torch.set_num_threads(max(1, int(n)))
 
 
-def run(main: Callable, smk, gpus: int | None = None) -> None:
+def run(main: Callable, smk, gpus: int | None = None, hub: bool = False) -> None:
     """Run a script's main(snakemake) with logging; exit 1 with one line on SoftError.
 
     Before main runs, the job claims its GPUs (`gpus`, else the rule's `resources: gpu`)
     and sees only those: this must happen before torch initialises CUDA, which is why
     this module and the soft modules the scripts import at the top never import torch.
+    `hub=True` is for a job whose work is a hub download (fetch_prompt_pool): it is not
+    made offline, though an HF_HUB_OFFLINE the user set still holds.
     """
     setup_logging(smk.log[0] if len(smk.log) else None)
     # Offline by default: nothing reaches for a hub unless a rule asks for it.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if not hub:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:

@@ -13,7 +13,8 @@ def main(smk):
     set_threads(smk.threads)
     cur = smk.params.curriculum
     if "pool" in smk.input.keys():
-        records = budget_prompts(read_prompts(smk.input.pool), smk.params.prompt_budget, smk.params.seed)
+        records = budget_prompts(read_prompts(smk.input.pool), smk.params.prompt_budget, smk.params.seed,
+                                 where=str(smk.input.pool))
     else:
         records = read_training_data(smk.input.data)
     scores = score_records(records, smk.input.model, load_principles(smk.input.principles),

@@ -1,0 +1,14 @@
+"""Take the prompt pool from a Hugging Face hub dataset file (prompts.source: hub)."""
+from soft.prompt_pool import fetch_hub_pool
+from soft.runtime import log, run
+
+
+def main(smk):
+    stats = fetch_hub_pool(smk.params.settings, smk.output.pool, smk.output.stats)
+    log.info("wrote %d prompts from %d rows (%d empty, %d duplicates)", stats["kept"], stats["rows"],
+             stats["skipped_empty"], stats["duplicates"])
+
+
+# hub=True: this job is a download, so it is not made offline (an HF_HUB_OFFLINE the user
+# set still holds, and fails with one message).
+run(main, snakemake, hub=True)  # noqa: F821 (injected by Snakemake)
