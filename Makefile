@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 SNAKEMAKE := $(VENV)/bin/snakemake
 CORES ?= all
 
-.PHONY: setup run dry-run test test-embedded test-slurm bench clean
+.PHONY: setup run paper report dry-run test test-embedded test-slurm bench clean
 
 $(VENV)/.installed: envs/requirements.txt pyproject.toml
 	python3 -m venv $(VENV)
@@ -17,6 +17,14 @@ setup: $(VENV)/.installed
 
 run: setup
 	$(SNAKEMAKE) --cores $(CORES)
+
+# Every figure and table of the paper (the grid, the ablation configs of paper.include,
+# every seed) in results/paper/, and the HTML report of them.
+paper: setup
+	$(SNAKEMAKE) paper --cores $(CORES)
+
+report: setup
+	$(SNAKEMAKE) paper --report report.html
 
 dry-run: setup
 	$(SNAKEMAKE) -n --cores $(CORES)
