@@ -77,7 +77,7 @@ except SoftError as e:
 
 SEED = config.get("seed", 0)
 # What lm-eval's result depends on (the probe and judge settings are not).
-LM_EVAL_SETTINGS = {k: EVALUATION[k] for k in ("tasks", "batch_size", "limit") if k in EVALUATION}
+LM_EVAL_SETTINGS = {k: EVALUATION[k] for k in ("tasks", "batch_size", "limit", "model_class") if k in EVALUATION}
 PROBE = EVALUATION["probe"]
 JUDGE = EVALUATION["judge"]
 PROBES = PROBE.get("prompts") is not None

@@ -457,3 +457,27 @@ def test_evaluation_settings(cfg, schema):
         "judge": {**judge, "kind": "local", "reference": "single_round"}}
     assert evaluation_settings({"evaluation": {"tasks": ["soft_hhh"]}}, schema) == {
         "tasks": ["soft_hhh"], "batch_size": 4, "probe": probe, "judge": judge}
+
+
+def test_extends_switching_a_variant_replaces_the_section(tmp_path, monkeypatch):
+    """An extending config that changes base_model.source.kind (or the prompts source)
+    gets that section as written, not merged with the base's other variant's keys; other
+    sections still merge."""
+    import yaml
+
+    from soft.config import extend_config
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump({
+        "base_model": {"name": "m", "source": {"kind": "pypi_gguf", "wheel": "w", "sha256": "0" * 64,
+                                               "gguf_member": "g"}},
+        "evaluation": {"judge": {"kind": "local", "reference": "a"}},
+        "experiments": {"a": {}}}))
+    merged = extend_config({"extends": "base.yaml",
+                            "base_model": {"source": {"kind": "hub", "id": "x/y"}},
+                            "evaluation": {"judge": {"kind": "endpoint", "url": "http://h"}},
+                            "experiments": {"b": {}}})
+    assert merged["base_model"] == {"name": "m", "source": {"kind": "hub", "id": "x/y"}}
+    assert merged["evaluation"]["judge"] == {"kind": "endpoint", "reference": "a", "url": "http://h"}
+    same = extend_config({"extends": "base.yaml", "base_model": {"source": {"kind": "pypi_gguf", "wheel": "v"}}})
+    assert same["base_model"]["source"]["sha256"] == "0" * 64 and same["base_model"]["source"]["wheel"] == "v"

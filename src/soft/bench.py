@@ -4,7 +4,8 @@
     python -m soft.bench --quick --model D  # seconds, any small model folder (the test uses this)
 
 Sections: matmul FLOP/s (the denominator); generation (batched with and without the
-shared-prefix cache vs one prompt at a time); training; lm-eval scoring; workflow overhead
+shared-prefix cache vs one prompt at a time); training; lm-eval scoring (TruthfulQA MC1
+and HHH, lm-eval's stock hf class vs soft-hf-cached, same documents); workflow overhead
 of a finished run (sum of the jobs' times from benchmarks/ vs the run's wall time) and the
 dry-run time of a 3 x 50-round grid. Each target is printed as met, not met, or not
 measured (with why). FLOP counts: 2 x parameters per token processed (forward), 4 x for
@@ -119,16 +120,114 @@ def bench_training(model_dir: str, n_examples: int, tmp: Path) -> dict:
             "note": "includes model load, tokenisation and the LoRA merge and save"}
 
 
-def bench_scoring(model_dir: str, bench_dir: Path, limit: int, tmp: Path) -> dict:
-    from soft.evaluate import evaluate_model
+SCORING_TASKS = ("soft_truthfulqa_mc1", "soft_hhh")
+SCORING_TOL = 1e-4  # largest |logprob sum| difference still called identical
 
-    t = time.perf_counter()
-    norm = evaluate_model(Path(model_dir), ["soft_hhh"], bench_dir, tmp / "eval.json", batch_size=4,
-                          limit=limit, device="cpu")
-    dt = time.perf_counter() - t
-    docs = sum(v for k, v in norm["n_samples"].items() if k != "soft_hhh")
-    return {"seconds": round(dt, 2), "documents": docs, "requests_per_s": round(2 * docs / dt, 2),
-            "note": "HHH: 2 loglikelihood requests per document; stock lm-eval hf model"}
+
+def forward_flops(model, tokens: int, logit_rows: int) -> float:
+    """Matmul FLOPs of running `tokens` tokens with logits at `logit_rows` of them:
+    2 x (parameters - embedding lookup - output projection) per token, plus 2 x the
+    output projection per logit row. With logits everywhere and tied embeddings (SmolLM2)
+    this is the usual 2 x parameters x tokens."""
+    emb = model.get_input_embeddings().weight
+    head = model.get_output_embeddings()
+    head_n = head.weight.numel() if head is not None else 0
+    tied = head is not None and head.weight.data_ptr() == emb.data_ptr()
+    body = n_params(model) - (0 if tied else emb.numel()) - head_n
+    return 2.0 * body * tokens + 2.0 * head_n * logit_rows
+
+
+def _scoring_lm(model_class: str, model_dir: str, batch_size: int):
+    """An lm-eval model object whose `_loglikelihood_tokens` calls are timed and recorded:
+    the seconds, the (logprob, is_greedy) answers, and the tokens the model ran (the stock
+    class: one input per distinct context + continuation[:-1], as its collator does, with
+    logits at every position; the cached class counts its own: each shared prefix once,
+    then each request's rest, logits only where a continuation is scored)."""
+    from lm_eval.models.huggingface import HFLM
+
+    from soft.lm_eval_cached import CachedPrefixHFLM
+
+    cls = CachedPrefixHFLM if model_class == "cached" else HFLM
+    lm = cls(pretrained=model_dir, dtype="float32", batch_size=batch_size, device="cpu")
+    lm.bench = {"seconds": 0.0, "answers": [], "tokens": 0, "logit_rows": 0}
+    inner = lm._loglikelihood_tokens
+
+    def timed(requests, *args, **kwargs):
+        before = dict(getattr(lm, "scoring_stats", {}))
+        t = time.perf_counter()
+        out = inner(requests, *args, **kwargs)
+        lm.bench["seconds"] += time.perf_counter() - t
+        lm.bench["answers"] += list(out)
+        if model_class == "cached":
+            for k in ("tokens", "logit_rows"):
+                lm.bench[k] += lm.scoring_stats[k] - before[k]
+        else:
+            keys = {tuple(ctx + cont[:-1]) for _, ctx, cont in requests}
+            tokens = sum(min(len(k), lm.max_length) for k in keys)
+            lm.bench["tokens"] += tokens
+            lm.bench["logit_rows"] += tokens
+        return out
+
+    lm._loglikelihood_tokens = timed
+    import torch
+
+    with torch.no_grad():  # warm-up, so neither class pays the first call's set-up in its time
+        lm.model(torch.arange(16).unsqueeze(0) % lm.model.config.vocab_size)
+    return lm
+
+
+def bench_scoring(model_dir: str, bench_dir: Path, limit: int, batch_size: int = 4) -> dict:
+    """The stock lm-eval `hf` class vs soft-hf-cached on the same tasks and documents:
+    requests/s (scoring time only: the model's loglikelihood calls), the ratio, whether
+    the scores agree (every request's logprob sum within SCORING_TOL, the same greedy
+    flags and the same accuracies) and the matmul FLOP rate (forward_flops of the tokens
+    each class runs)."""
+    import lm_eval
+
+    from soft.evaluate import _set_offline, normalise_results, task_manager
+
+    _set_offline()
+    lms = {c: _scoring_lm(c, model_dir, batch_size) for c in ("hf", "cached")}
+    params = n_params(lms["hf"].model)
+    out: dict = {"params": params, "batch_size": batch_size, "limit": limit}
+    totals = {c: [0.0, 0.0] for c in lms}  # matmul FLOPs, seconds
+    for task in SCORING_TASKS:
+        row: dict = {}
+        answers, accs = {}, {}
+        for c, lm in lms.items():
+            lm.bench.update(seconds=0.0, answers=[], tokens=0, logit_rows=0)
+            t = time.perf_counter()
+            raw = lm_eval.simple_evaluate(model=lm, tasks=[task], limit=limit, task_manager=task_manager(
+                bench_dir, [task]), log_samples=False, random_seed=0, numpy_random_seed=0, torch_random_seed=0,
+                fewshot_random_seed=0)
+            wall = time.perf_counter() - t
+            norm = normalise_results(raw, limit=limit, batch_size=batch_size)
+            b = lm.bench
+            n = len(b["answers"])
+            flop = forward_flops(lm.model, b["tokens"], b["logit_rows"])
+            totals[c][0] += flop
+            totals[c][1] += b["seconds"]
+            row[c] = {"seconds": round(b["seconds"], 3), "wall_s": round(wall, 2), "requests": n,
+                      "requests_per_s": round(n / b["seconds"], 2), "tokens": b["tokens"],
+                      "logit_rows": b["logit_rows"], "flops": flop / b["seconds"]}
+            answers[c] = b["answers"]
+            accs[c] = {k: v["acc"]["value"] for k, v in norm["tasks"].items() if "acc" in v}
+            row["documents"] = sum(v for k, v in norm["n_samples"].items() if k not in norm["groups"])
+        a, b = answers["hf"], answers["cached"]
+        row["max_abs_logprob_diff"] = max((abs(x[0] - y[0]) for x, y in zip(a, b)), default=0.0)
+        row["greedy_mismatches"] = sum(x[1] != y[1] for x, y in zip(a, b))
+        row["acc"] = accs
+        row["identical"] = (len(a) == len(b) and row["max_abs_logprob_diff"] <= SCORING_TOL
+                            and row["greedy_mismatches"] == 0 and accs["hf"] == accs["cached"])
+        rate = {c: row[c]["requests"] / lms[c].bench["seconds"] for c in lms}
+        row["ratio"] = round(rate["cached"] / rate["hf"], 3)
+        out[task] = row
+    for c, (flop, secs) in totals.items():  # both tasks together: the default evaluation's mix
+        out[c] = {"seconds": round(secs, 3), "flops": flop / secs}
+    out["note"] = ("requests/s over the model's loglikelihood calls only (not task building); FLOP/s counts the "
+                   "matmuls of the tokens each class runs, pads excluded (the cached class runs each shared "
+                   "prefix once and projects onto the vocabulary only where a continuation is scored)")
+    return out
 
 
 def workflow_overhead(run_dir: Path) -> dict | None:
@@ -203,8 +302,14 @@ def targets(r: dict) -> list[tuple[str, str, str]]:
     add("default-run wall <= 1.10x sum of job times", w and w["ratio"], w and w["ratio"] <= 1.10, "{:.3f}x")
     d = r.get("dry_run_3x50_s")
     add("dry-run of 3 x 50 rounds < 5 s", d, d is not None and d < 5, "{:.1f} s")
-    for name in ("scoring >= 60% of matmul FLOP/s", "KV-cache scoring model >= 2x stock hf requests/s",
-                 "safetensors load >= 10x faster than GGUF", "2x prompts costs <= 2.1x time"):
+    s = r.get("scoring")
+    tqa = s and s.get("soft_truthfulqa_mc1")
+    same = s and all(s[t]["identical"] for t in SCORING_TASKS if t in s)
+    add("KV-cache scoring >= 2x stock hf requests/s with identical scores", tqa and tqa["ratio"],
+        tqa and tqa["ratio"] >= 2 and same, "{:.2f}x")
+    add("scoring >= 60% of matmul FLOP/s", s and s["cached"]["flops"] / mm, s and s["cached"]["flops"] >= 0.6 * mm,
+        "{:.1%}")
+    for name in ("safetensors load >= 10x faster than GGUF", "2x prompts costs <= 2.1x time"):
         add(name, None, False, "{}")
     return out
 
@@ -217,6 +322,21 @@ def markdown(r: dict) -> str:
                   f"shared prefix {g['prefix_tokens']} tokens)", "", "| mode | s | new tok/s | of matmul |", "|---|---|---|---|"]
         lines += [f"| {k} | {v['seconds']} | {v['new_tok_per_s']} | {v['flops'] / r['matmul_flops']:.1%} |"
                   for k, v in g.items() if isinstance(v, dict)]
+        lines.append("")
+    s = r.get("scoring")
+    if s:
+        lines += [f"## lm-eval scoring (limit {s['limit']}, batch {s['batch_size']}; stock hf vs soft-hf-cached)", "",
+                  "| task | class | requests | requests/s | tokens run | of matmul | ratio | identical |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for t in SCORING_TASKS:
+            if t not in s:
+                continue
+            for c in ("hf", "cached"):
+                v = s[t][c]
+                lines.append(f"| {t} | {c} | {v['requests']} | {v['requests_per_s']} | {v['tokens']} | "
+                             f"{v['flops'] / r['matmul_flops']:.1%} | "
+                             f"{s[t]['ratio'] if c == 'cached' else ''} | "
+                             f"{'yes' if s[t]['identical'] else 'no'} (max diff {s[t]['max_abs_logprob_diff']:.1e}) |")
         lines.append("")
     lines += ["## Targets", "", "| target | figure | status |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in r["targets"]]
@@ -247,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         r["training"] = bench_training(args.model, 4 if q else 32, Path(d))
         print("training:", json.dumps(r["training"]), flush=True)
         if Path(args.benchmarks).is_dir():
-            r["scoring"] = bench_scoring(args.model, Path(args.benchmarks), 2 if q else 25, Path(d))
+            r["scoring"] = bench_scoring(args.model, Path(args.benchmarks), 2 if q else 25)
             print("scoring:", json.dumps(r["scoring"]), flush=True)
     r["workflow"] = workflow_overhead(Path(args.run_dir))
     r["dry_run_3x50_s"] = None if q else round(dry_run_seconds(3, 50), 2)

@@ -82,6 +82,24 @@ def check_moved_keys(config: dict) -> None:
                                 f"'{prefix}.{new}' instead")
 
 
+# Sections with variants whose keys differ (base_model.source by `kind`, prompts by
+# `source`): an extending config that switches variant replaces the section instead of
+# merging into the base's, which would mix two variants' keys.
+VARIANT_SECTIONS = [(("base_model", "source"), "kind"), (("prompts",), "source")]
+
+
+def _keep_variant(merged: dict, base: dict, overrides: dict, path: tuple[str, ...], key: str) -> None:
+    override, original, target = overrides, base, merged
+    for part in path[:-1]:
+        override, original, target = ((d or {}).get(part) if isinstance(d, dict) else None
+                                      for d in (override, original, target))
+    if not all(isinstance(d, dict) for d in (override, original, target)):
+        return
+    section, before = override.get(path[-1]), original.get(path[-1])
+    if isinstance(section, dict) and isinstance(before, dict) and section.get(key) != before.get(key):
+        target[path[-1]] = copy.deepcopy(section)
+
+
 def extend_config(config: dict) -> dict:
     """An ablation config names the config it modifies (`extends: config/config.yaml`): its
     sections are deep-merged onto that file's, except `experiments`, which replaces the
@@ -102,6 +120,8 @@ def extend_config(config: dict) -> dict:
         raise SoftError(f"config key 'extends': {base_path} itself extends another file (one level only)")
     overrides = {k: v for k, v in config.items() if k not in ("extends", "experiments")}
     merged = deep_merge(base, overrides)
+    for path, key in VARIANT_SECTIONS:
+        _keep_variant(merged, base, overrides, path, key)
     if "experiments" in config:
         merged["experiments"] = copy.deepcopy(config["experiments"])
     return merged
@@ -116,20 +136,10 @@ def output_dirs(config: dict) -> tuple[str, str]:
     return f"results/tables{suffix}", f"results/figures{suffix}"
 
 
-# Keys that pick a variant of a section (base_model.source.kind, prompts.source): an
-# override that switches variant replaces the section, since the variants' keys differ.
-VARIANT_KEYS = ("kind", "source")
-
-
-def _switches_variant(base: dict, override: dict) -> bool:
-    return any(isinstance(override.get(k), str) and isinstance(base.get(k), str) and override[k] != base[k]
-               for k in VARIANT_KEYS)
-
-
 def deep_merge(base: dict, override: dict) -> dict:
     out = copy.deepcopy(base)
     for key, value in (override or {}).items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and not _switches_variant(out[key], value):
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = deep_merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)

@@ -17,6 +17,10 @@ from soft.models import check_model_dir
 
 OFFLINE_ENV = {"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 METRICS = ("acc", "acc_norm")
+# config key evaluation.model_class -> the lm-eval model name. "cached" is soft.lm_eval_cached's
+# HFLM subclass: the same scores, each shared prompt prefix (TruthfulQA's primer) run once.
+MODEL_CLASSES = {"hf": "hf", "cached": "soft-hf-cached"}
+DEFAULT_MODEL_CLASS = "cached"
 
 
 def _set_offline() -> None:
@@ -48,12 +52,14 @@ def run_lm_eval(
     limit: int | None,
     device: str = "cpu",
     seed: int = 0,
+    model_class: str = DEFAULT_MODEL_CLASS,
 ) -> dict:
     """Run lm_eval.simple_evaluate with the hf backend; return its raw result dict.
 
     `limit` caps the number of documents per task (for a group: per subtask; lm-eval
     takes the first N). `device` goes to simple_evaluate only, never into model_args
-    (giving it in both places is an error in lm-eval).
+    (giving it in both places is an error in lm-eval). `model_class`: "hf" (lm-eval's
+    stock class) or "cached" (soft.lm_eval_cached: shared prefixes computed once).
     """
     model_dir, include_path = Path(model_dir), Path(include_path)
     check_model_dir(model_dir)
@@ -65,9 +71,15 @@ def run_lm_eval(
         raise SoftError(f"config key eval.batch_size: must be a positive integer, got {batch_size!r}")
     if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
         raise SoftError(f"config key eval.limit: must be a positive integer or null, got {limit!r}")
+    if model_class not in MODEL_CLASSES:
+        raise SoftError(f"config key evaluation.model_class: must be one of {', '.join(MODEL_CLASSES)}, "
+                        f"got {model_class!r}")
     _set_offline()
 
     import lm_eval
+
+    if model_class == "cached":
+        import soft.lm_eval_cached  # noqa: F401 - registers the lm-eval model class
 
     tm = task_manager(include_path, tasks)
     known = set(tm.all_tasks) if hasattr(tm, "all_tasks") else None
@@ -79,7 +91,7 @@ def run_lm_eval(
             )
     dtype = "float32" if str(device).startswith("cpu") else "auto"
     raw = lm_eval.simple_evaluate(
-        model="hf",
+        model=MODEL_CLASSES[model_class],
         model_args={"pretrained": str(model_dir), "dtype": dtype, "trust_remote_code": False},
         tasks=list(tasks),
         batch_size=batch_size,
@@ -166,7 +178,8 @@ def normalise_results(
 
 
 def evaluate_model(model_dir: Path, tasks: list[str], include_path: Path, out_json: Path,
-                   batch_size: int, limit: int | None, device: str | None = None, seed: int = 0) -> dict:
+                   batch_size: int, limit: int | None, device: str | None = None, seed: int = 0,
+                   model_class: str = DEFAULT_MODEL_CLASS) -> dict:
     """run_lm_eval + normalise_results, written atomically to `out_json`.
 
     `device` defaults to the job's GPU when it has one (a `gpu: 1` evaluate_model job
@@ -176,7 +189,7 @@ def evaluate_model(model_dir: Path, tasks: list[str], include_path: Path, out_js
     from soft.models import pick_device
 
     raw = run_lm_eval(model_dir, tasks, include_path, batch_size, limit, device=device or pick_device(),
-                      seed=seed)
+                      seed=seed, model_class=model_class)
     norm = normalise_results(raw, limit=limit, batch_size=batch_size)
     write_json(out_json, norm)
     return norm

@@ -11,4 +11,6 @@ def main(smk):
     prepare_base_model(smk.params.source, out, out.parent.parent / "downloads")
 
 
-run(main, snakemake)  # noqa: F821 (injected by Snakemake)
+# A hub model is a download: that job alone is not made offline (an HF_HUB_OFFLINE the
+# user set still holds).
+run(main, snakemake, hub=snakemake.params.source["kind"] == "hub")  # noqa: F821 (injected by Snakemake)

@@ -1,0 +1,116 @@
+"""soft-hf-cached (soft.lm_eval_cached) scores exactly like lm-eval's stock hf class."""
+
+import pytest
+
+from tiny import make_tiny_bigbench, make_tiny_model
+
+PRIMER = "".join(f"Q: What is {a} plus {b}?\nA: It is {a + b}, as everyone knows.\n\n" for a, b in
+                 ((1, 2), (3, 4), (5, 6)))
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return make_tiny_model(tmp_path_factory.mktemp("lmc") / "m")
+
+
+def _models(model_dir, batch_size, **extra):
+    from lm_eval.models.huggingface import HFLM
+
+    from soft.lm_eval_cached import CachedPrefixHFLM
+
+    args = {"pretrained": str(model_dir), "dtype": "float32", "batch_size": batch_size, "device": "cpu", **extra}
+    return HFLM(**args), CachedPrefixHFLM(**args)
+
+
+def _request(tok, ctx, cont):
+    return (ctx, cont), tok(ctx, add_special_tokens=False).input_ids, tok(cont, add_special_tokens=False).input_ids
+
+
+def _greedy_continuation(lm, ctx_ids, n):
+    """n tokens the model itself picks greedily after ctx_ids (so is_greedy is True)."""
+    import torch
+
+    ids = list(ctx_ids)
+    with torch.no_grad():
+        for _ in range(n):
+            ids.append(int(lm.model(torch.tensor([ids])).logits[0, -1].argmax()))
+    return ids[len(ctx_ids):]
+
+
+def _same(a, b):
+    assert len(a) == len(b)
+    for (la, ga), (lb, gb) in zip(a, b):
+        assert abs(la - lb) < 1e-4
+        assert ga == gb
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_shared_prefix_scores_match_stock(model_dir, batch_size):
+    stock, cached = _models(model_dir, batch_size)
+    tok = stock.tokenizer
+    reqs = []
+    for q in ("Is the earth flat?", "Can humans breathe underwater?", "What is two plus two?"):
+        ctx = f"{PRIMER}Q: {q}\nA:"
+        for c in (" No.", " Yes, easily and every single day of the week.", " Only children can."):
+            reqs.append(_request(tok, ctx, c))
+        ctx_ids = reqs[-1][1]
+        greedy = _greedy_continuation(stock, ctx_ids, 4)
+        reqs.append(((ctx, tok.decode(greedy)), ctx_ids, greedy))
+    got_stock, got_cached = stock._loglikelihood_tokens(reqs), cached._loglikelihood_tokens(reqs)
+    _same(got_stock, got_cached)
+    assert any(g for _, g in got_stock)  # the greedy continuations are recognised as such
+    st = cached.scoring_stats
+    assert st["cached_requests"] == len(reqs) and st["groups"] == 1 and st["prefix_tokens"] >= 32
+    # the primer ran once instead of once per request
+    assert st["tokens"] < sum(len(c) + len(x) - 1 for _, c, x in reqs) - (len(reqs) - 1) * 32
+
+
+def test_requests_without_shared_prefix_fall_back_to_stock(model_dir):
+    stock, cached = _models(model_dir, 3)
+    tok = stock.tokenizer
+    reqs = [_request(tok, ctx, cont) for ctx, cont in (
+        ("Hello there", " friend"), ("Why is the sky blue?", " Because of scattering of light."),
+        ("Name a colour.", " Red."), ("Name a colour.", " Blue."))]
+    _same(stock._loglikelihood_tokens(reqs), cached._loglikelihood_tokens(reqs))
+    assert cached.scoring_stats["cached_requests"] == 0
+
+
+def test_several_groups_share_batches_and_long_requests_fall_back(model_dir):
+    """HHH-like: each dialogue opens its own two choices (prefixes of different lengths
+    mixed in one batch); a request over max_length goes the stock way (left-truncated)."""
+    stock, cached = _models(model_dir, 3, max_length=160)
+    tok = stock.tokenizer
+    reqs = []
+    for n, topic in enumerate(("weather", "history of Rome", "best way to cook rice", "moon")):
+        ctx = f"Human: {topic.capitalize()}? " + "Please tell me more about it, today and tomorrow. " * (n + 1) \
+            + "\n\nAssistant:"
+        reqs += [_request(tok, ctx, " Sure, it will be sunny."), _request(tok, ctx, " No.")]
+    long_ctx = PRIMER * 6 + "Q: And then?\nA:"
+    reqs += [_request(tok, long_ctx, " Fine."), _request(tok, long_ctx, " Not fine at all.")]
+    assert len(reqs[-1][1]) > 160
+    _same(stock._loglikelihood_tokens(reqs), cached._loglikelihood_tokens(reqs))
+    st = cached.scoring_stats
+    assert st["groups"] >= 3 and st["cached_requests"] >= 6 and st["cached_requests"] < len(reqs)
+
+
+def test_simple_evaluate_truthfulqa_same_accuracy(model_dir, tmp_path):
+    from soft.benchmarks import prepare_benchmarks
+    from soft.evaluate import run_lm_eval
+
+    sha = make_tiny_bigbench(tmp_path / "bb.tar.gz")
+    prepare_benchmarks("bigbench==1.0.0", sha, tmp_path / "bench", tmp_path / "w", 0, sdist=tmp_path / "bb.tar.gz")
+    results = {}
+    for model_class in ("hf", "cached"):
+        raw = run_lm_eval(model_dir, ["soft_truthfulqa_mc1"], tmp_path / "bench", 2, 4, model_class=model_class)
+        results[model_class] = raw["results"]["soft_truthfulqa_mc1"]
+    for metric in ("acc,none", "acc_norm,none"):
+        assert results["hf"][metric] == results["cached"][metric]
+
+
+def test_unknown_model_class_is_rejected(model_dir, tmp_path):
+    from soft.errors import SoftError
+    from soft.evaluate import run_lm_eval
+
+    (tmp_path / "bench").mkdir()
+    with pytest.raises(SoftError, match="model_class"):
+        run_lm_eval(model_dir, ["soft_hhh"], tmp_path / "bench", 2, None, model_class="vllm")
