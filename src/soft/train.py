@@ -119,6 +119,9 @@ def sft_config(train_cfg: dict, work_dir: Path, seed: int, device: str, n_exampl
         use_cpu=device == "cpu",
         bf16=device == "cuda",
         dataloader_num_workers=0,
+        # TRL's default is on: about a third more compute to save activation memory that a
+        # small model on CPU does not need
+        activation_checkpointing=bool(train_cfg.get("gradient_checkpointing", False)),
         disable_tqdm=True,
         ddp_find_unused_parameters=False if world_size > 1 else None,
     )
@@ -195,9 +198,10 @@ def merged_model(trainer, method: str, init_dir: str | Path, work_dir: Path):
 
 def train_model(records: list[dict], init_dir: str | Path, out_dir: str | Path, principles: Principles,
                 train_cfg: dict, seed: int, card: dict, work_dir: str | Path,
-                ordered: bool = False) -> dict | None:
+                ordered: bool = False, callbacks: list | None = None) -> dict | None:
     """Fine-tune from `init_dir` on `records` (in this order when `ordered`), write the
-    model to `out_dir` atomically. Returns the training metrics on rank 0, None elsewhere."""
+    model to `out_dir` atomically. Returns the training metrics on rank 0, None elsewhere.
+    `callbacks`: extra Trainer callbacks (soft.bench times the optimisation loop with one)."""
     from transformers import set_seed
     from trl import SFTTrainer
 
@@ -231,6 +235,7 @@ def train_model(records: list[dict], init_dir: str | Path, out_dir: str | Path, 
         train_dataset=build_dataset(records, principles, tokenizer, train_cfg),
         processing_class=tokenizer,
         peft_config=lora_config(train_cfg["lora"]) if method in ("lora", "qlora") else None,
+        callbacks=callbacks,
     )
     if resume:
         log.info("resuming from %s", resume)
