@@ -30,7 +30,8 @@ def test_quick_benchmark_writes_every_section(tmp_path, capsys):
     assert t["padding_share"] == round(1 - t["tokens_real"] / t["tokens_padded"], 4)
     assert 90 <= t["answer_tokens"][0] <= t["answer_tokens"][1] <= 210  # realistic answer lengths
     assert 0 < t["first_step_seconds"] <= t["loop_seconds"] < t["job_seconds"]  # the loop alone, not the job
-    assert t["flops"] == pytest.approx(4 * t["params"] * t["tokens_padded"] / t["loop_seconds"], rel=1e-3)
+    # loop_seconds is rounded to ms: a quick loop of a few hundred ms carries that rounding
+    assert t["flops"] == pytest.approx(4 * t["params"] * t["tokens_padded"] / t["loop_seconds"], rel=2e-2)
     assert "padded tokens" in t["note"]
     ld = r["load"]  # no GGUF source for the tiny model: quick mode writes one from its weights
     assert ld["measured"] is True and ld["gguf_s"] > 0 and ld["safetensors_s"] > 0

@@ -410,7 +410,10 @@ def bench_scaling(model_dir: str, bench_dir: str, tmp: Path, quick: bool = False
 
 
 SCORING_TASKS = ("soft_truthfulqa_mc1", "soft_hhh")
-SCORING_TOL = 1e-4  # largest |logprob sum| difference still called identical
+# Largest |logprob sum| difference still called identical: fp32 sums of a hundred or so
+# log-probabilities, computed through differently shaped matrices, differ by about 1e-4
+# (the accuracies must match as well).
+SCORING_TOL = 1e-3
 
 
 def forward_flops(model, tokens: int, logit_rows: int) -> float:

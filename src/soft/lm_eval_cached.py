@@ -71,17 +71,23 @@ def prefix_groups(inputs: list[tuple[int, ...]], caps: list[int], min_prefix: in
     return groups
 
 
+REST_TOKENS = 1024
+
+
 @register_model(MODEL_NAME)
 class CachedPrefixHFLM(HFLM):
     """HFLM whose `_loglikelihood_tokens` computes each shared prefix once (see module doc).
 
     Extra model_args: ``min_prefix`` (int, default 32): the shortest shared start worth
-    caching. ``self.scoring_stats`` counts requests and the tokens run through the model.
+    caching; ``rest_tokens`` (int, default 1024): tokens per batch of requests' own parts
+    (at least batch_size rows): the parts are short, and a batch of a few of them is too
+    small a matrix to keep the CPU busy. ``self.scoring_stats`` counts requests and the tokens run through the model.
     """
 
-    def __init__(self, *args, min_prefix: int = MIN_PREFIX, **kwargs):
+    def __init__(self, *args, min_prefix: int = MIN_PREFIX, rest_tokens: int = REST_TOKENS, **kwargs):
         super().__init__(*args, **kwargs)
         self.min_prefix = max(1, int(min_prefix))
+        self.rest_tokens = max(1, int(rest_tokens))
         # tokens: run through the model (pads not counted); logit_rows: of those, the
         # positions whose logits (the vocabulary projection) were computed
         self.scoring_stats = {"requests": 0, "cached_requests": 0, "groups": 0, "prefix_tokens": 0,
@@ -198,8 +204,12 @@ class CachedPrefixHFLM(HFLM):
         # 2. every row: its group, its remaining tokens; longest first, like the parent
         work = [(g, u) for g, (_, members) in enumerate(chunk) for u in members]
         work.sort(key=lambda gu: (-(len(inputs[gu[1]]) - plens[gu[0]]), inputs[gu[1]]))
-        for start in range(0, len(work), bs):
-            batch = work[start:start + bs]
+        start = 0
+        while start < len(work):
+            # longest first: the first row's length bounds the batch's width
+            longest = len(inputs[work[start][1]]) - plens[work[start][0]]
+            batch = work[start:start + max(bs, self.rest_tokens // max(longest, 1))]
+            start += len(batch)
             gidx = [g for g, _ in batch]
             pb = max(plens[g] for g in gidx)
             rests = [inputs[u][plens[g]:] for g, u in batch]
