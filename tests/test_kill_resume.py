@@ -65,8 +65,11 @@ def kill_when_started(workdir: Path, cfg: Path, candidates: list[tuple[str, str]
     this run) and its output is still missing, then SIGKILL the whole process group.
     Returns that job's output, or None if the run ended first."""
     start = time.time()
-    proc = subprocess.Popen(command(workdir, cfg), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    # Only the stage's own outputs (and what they need) as targets: a run for one stage
+    # must not complete a later stage's jobs before that stage's turn to be killed.
+    targets = [output for _, output in candidates]
+    proc = subprocess.Popen(command(workdir, cfg, *targets), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline and proc.poll() is None:
