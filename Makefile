@@ -33,7 +33,7 @@ dry-run: setup
 test: setup
 	$(PY) -m pytest -m "not embedded and not slurm" -q
 
-# The full embedded default (SmolLM2-135M, real benchmarks; about 27 minutes, longer if no
+# The full embedded default (SmolLM2-135M, real benchmarks; about 17 minutes, longer if no
 # chain stops early).
 test-embedded: setup
 	$(PY) -m pytest -m embedded -q
