@@ -12,11 +12,11 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from soft.aggregate import save_figure
+from soft.aggregate import SEED_COLUMNS, save_figure
 from soft.errors import SoftError
 from soft.io import atomic_path, read_json, write_text
 
-PER_SEED_COLUMNS = ["experiment", "seed", "round", "task", "metric", "value", "stderr", "n_train_prompts"]
+PER_SEED_COLUMNS = SEED_COLUMNS  # what soft.aggregate.seed_table writes
 SUMMARY_COLUMNS = ["experiment", "round", "task", "metric", "mean", "std", "n_seeds", "stderr", "n_train_prompts"]
 MODEL_ROUND_MODES = ("best", "last")
 
