@@ -236,6 +236,12 @@ def train_model(records: list[dict], init_dir: str | Path, out_dir: str | Path, 
         peft_config=lora_config(train_cfg["lora"]) if method in ("lora", "qlora") else None,
         callbacks=callbacks,
     )
+    if device == "cpu":
+        from soft.cpu_dropout import use_cpu_dropout
+
+        # torch's CPU dropout is slow enough to matter (soft.cpu_dropout); CUDA's is not.
+        if n := use_cpu_dropout(trainer.model):
+            log.info("LoRA dropout: %d adapters use soft.cpu_dropout (CPU)", n)
     if resume:
         log.info("resuming from %s", resume)
     log.info("training (%s, %s order, %d process(es)) on %d examples from %s", method,
