@@ -62,7 +62,7 @@ def test_repo_config_resolves_the_default_grid(cfg, schema):
         assert exp["icl"] == {"mode": "random", "shots": 2, "pool_size": None}
         assert exp["generation"] == {
             "backend": "auto", "dtype": "auto", "max_new_tokens": 128, "temperature": 0.7,
-            "top_p": 0.95, "batch_size": 8, "max_prompt_tokens": 1536,
+            "top_p": 0.95, "batch_size": 16, "max_prompt_tokens": 1536,
         }
         assert exp["filter"] == {
             "require_self_id": True, "require_answer_marker": True, "min_chars": 40,

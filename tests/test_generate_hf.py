@@ -66,3 +66,23 @@ def test_overlong_prompts_fall_back_to_left_truncation(tiny, caplog):
     with caplog.at_level("INFO"):
         out = generate_hf(model, tok, texts, short, seed=0)
     assert len(out) == 2 and "no prefix cache" in caplog.text
+
+
+def test_static_cache_gives_the_tokens_of_stock_generate(tiny):
+    """generate_hf decodes into a preallocated cache (batch_cache); transformers' own
+    generate with its default dynamic cache must give the same greedy tokens."""
+    import torch
+
+    from soft.generate import STOP_STRINGS
+
+    tok, model = tiny
+    texts = [r["text"] for r in plan_requests(PROMPTS[:3], PRINCIPLES, EXEMPLARS, IclSettings("random", 1, None), 0)]
+    greedy = GenerationSettings(temperature=0.0, max_new_tokens=12, batch_size=1, max_prompt_tokens=4096)
+    ours = generate_hf(model, tok, texts, greedy, seed=0, reuse_prefix=True)
+    for text, answer in zip(texts, ours):
+        ids = torch.tensor([tok(text).input_ids])
+        with torch.inference_mode():
+            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                 max_new_tokens=12, stop_strings=STOP_STRINGS, tokenizer=tok,
+                                 pad_token_id=tok.pad_token_id)
+        assert tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True) == answer

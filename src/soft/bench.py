@@ -65,6 +65,12 @@ def n_params_on_disk(model_dir: str) -> int:
     return total
 
 
+def default_generation_batch() -> int:
+    """The default config's generation batch size: the benchmark measures what a run uses."""
+    cfg = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    return int(cfg["defaults"]["generation"]["batch_size"])
+
+
 def bench_generation(model_dir: str, n_prompts: int, max_new_tokens: int, batch_size: int) -> dict:
     from soft.generate import GenerationSettings, encode_split, generate_hf, plan_requests, shared_prefix
     from soft.icl import IclSettings
@@ -701,7 +707,7 @@ def main(argv: list[str] | None = None) -> int:
     r: dict = {"matmul_n": 512 if q else 2048, "threads": torch.get_num_threads()}
     r["matmul_flops"] = matmul_flops(r["matmul_n"])
     print(f"matmul: {r['matmul_flops'] / 1e9:.1f} GFLOP/s", flush=True)
-    r["generation"] = bench_generation(args.model, 3 if q else 16, 8 if q else 96, 8)
+    r["generation"] = bench_generation(args.model, 3 if q else 16, 8 if q else 96, default_generation_batch())
     print("generation:", json.dumps({k: v for k, v in r["generation"].items()}), flush=True)
     with tempfile.TemporaryDirectory() as d:
         r["training"] = bench_training(args.model, 8 if q else 64, Path(d) / "train", quick=q)

@@ -25,7 +25,7 @@ class GenerationSettings:
     max_new_tokens: int = 160
     temperature: float = 0.7
     top_p: float = 0.95
-    batch_size: int = 8
+    batch_size: int = 16
     max_prompt_tokens: int = 1536
 
 
@@ -93,6 +93,31 @@ def prefix_cache(model, prefix_ids: list[int]):
     return out.past_key_values
 
 
+def batch_cache(model, batch: int, max_len: int, prefix=None):
+    """A preallocated (static) KV cache for one batch, holding `max_len` positions, with
+    the shared prefix's keys and values (if any) copied into the first positions of every
+    row. Decoding then writes each new token's keys in place: transformers' default
+    dynamic cache concatenates every layer's whole cache at every step instead, which
+    profiled at 45% of a decode step's time (batch 8, 750-token prompts, CPU)."""
+    import torch
+    from transformers import StaticCache
+
+    cache = StaticCache(config=model.config, max_cache_len=max_len)
+    text = model.config.get_text_config(decoder=True)
+    heads = getattr(text, "num_key_value_heads", None) or text.num_attention_heads
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    dtype = next(model.parameters()).dtype
+    cache.early_initialization(batch, heads, head_dim, dtype, model.device)
+    if prefix is not None:
+        with torch.inference_mode():
+            for layer, done in zip(cache.layers, prefix.layers):
+                n = done.keys.shape[-2]
+                layer.keys[:, :, :n] = done.keys
+                layer.values[:, :, :n] = done.values
+                layer.cumulative_length.fill_(n)
+    return cache
+
+
 def generate_hf(model, tokenizer, texts: list[str], settings: GenerationSettings, seed: int,
                 reuse_prefix: bool = True, stop_strings: list[str] | None = None) -> list[str]:
     """Batched, seeded generation with transformers.
@@ -101,8 +126,6 @@ def generate_hf(model, tokenizer, texts: list[str], settings: GenerationSettings
     cache is computed once and copied into each batch, so each batch only prefills its
     own exemplars and user turn. Prompts longer than max_prompt_tokens lose their oldest
     context instead (no shared prefix then)."""
-    import copy
-
     import torch
 
     prefix = shared_prefix(texts) if reuse_prefix else ""
@@ -126,11 +149,7 @@ def generate_hf(model, tokenizer, texts: list[str], settings: GenerationSettings
         ids, mask = _batch_tensors(prefix_ids, [rests[i] for i in idx], tokenizer.pad_token_id,
                                    middle_pad=cache is not None)
         ids, mask = ids.to(model.device), mask.to(model.device)
-        extra = {}
-        if cache is not None:
-            batch_cache = copy.deepcopy(cache)
-            batch_cache.batch_repeat_interleave(len(idx))
-            extra["past_key_values"] = batch_cache
+        past = batch_cache(model, len(idx), ids.shape[1] + settings.max_new_tokens, cache)
         # Per-batch seed: a batch's samples do not depend on the batches before it.
         torch.manual_seed(seed * 100_003 + b)
         with torch.inference_mode():
@@ -145,7 +164,7 @@ def generate_hf(model, tokenizer, texts: list[str], settings: GenerationSettings
                 stop_strings=STOP_STRINGS if stop_strings is None else stop_strings,
                 tokenizer=tokenizer,
                 pad_token_id=tokenizer.pad_token_id,
-                **extra,
+                past_key_values=past,
             )
         new = out[:, ids.shape[1]:]
         for row, i in enumerate(idx):
