@@ -1,7 +1,7 @@
 """The full embedded default: SmolLM2-135M-Instruct from PyPI, real BIG-bench tasks,
 single-round vs 3-round SOFT and SOFT+ with validation-based early stop, collapse
-diagnostics and the local judge (about 17 minutes on 2 cores, where `soft` runs its three
-rounds and `soft_plus` stops after round 1; up to about 40 when every round runs). Run with `make test-embedded`.
+diagnostics and the local judge (about 16 minutes on 2 cores at commit e309b51, where both
+chains stop after round 2; up to about 35 when every round runs). Run with `make test-embedded`.
 
 It runs the repository's own default config in the repository itself, exactly as a user's
 `make run` does, so a second run after `make run` finds nothing to do.
