@@ -4,6 +4,7 @@ tokens as whole-prompt generation, and the prefix is where build_prompt says it 
 from __future__ import annotations
 
 import pytest
+import torch
 
 from soft.generate import GenerationSettings, encode_split, generate_hf, shared_prefix
 from soft.icl import IclSettings
@@ -71,8 +72,6 @@ def test_overlong_prompts_fall_back_to_left_truncation(tiny, caplog):
 def test_static_cache_gives_the_tokens_of_stock_generate(tiny):
     """generate_hf decodes into a preallocated cache (batch_cache); transformers' own
     generate with its default dynamic cache must give the same greedy tokens."""
-    import torch
-
     from soft.generate import STOP_STRINGS
 
     tok, model = tiny
@@ -86,3 +85,27 @@ def test_static_cache_gives_the_tokens_of_stock_generate(tiny):
                                  max_new_tokens=12, stop_strings=STOP_STRINGS, tokenizer=tok,
                                  pad_token_id=tok.pad_token_id)
         assert tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True) == answer
+
+
+def test_sliding_window_models_keep_the_dynamic_cache(tmp_path):
+    """A sliding-window model (tiny Mistral, window 8, shorter than the prompts) cannot take
+    the prefix copied into a static cache: batch_cache falls back to the dynamic one, and
+    the cached path still gives the whole-prompt tokens."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    from soft.generate import batch_cache, prefix_cache
+    from soft.models import load_tokenizer
+
+    tok = load_tokenizer(make_tiny_model(tmp_path / "tiny"))
+    cfg = MistralConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                        num_attention_heads=4, num_key_value_heads=2, sliding_window=8,
+                        pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    model = MistralForCausalLM(cfg).eval()
+    assert batch_cache(model, 2, 64) is None
+    rows = batch_cache(model, 2, 64, prefix_cache(model, [1, 2, 3]))
+    assert type(rows).__name__ == "DynamicCache" and rows.layers[0].keys.shape[0] == 2
+    texts = [r["text"] for r in plan_requests(PROMPTS[:2], PRINCIPLES, EXEMPLARS, IclSettings("random", 1, None), 0)]
+    greedy = GenerationSettings(temperature=0.0, max_new_tokens=6, batch_size=2, max_prompt_tokens=4096)
+    assert generate_hf(model, tok, texts, greedy, seed=0) == generate_hf(model, tok, texts, greedy, seed=0,
+                                                                        reuse_prefix=False)
