@@ -72,9 +72,10 @@ def test_overlong_prompts_fall_back_to_left_truncation(tiny, caplog):
 def test_static_cache_gives_the_tokens_of_stock_generate(tiny):
     """generate_hf decodes into a preallocated cache (batch_cache); transformers' own
     generate with its default dynamic cache must give the same greedy tokens."""
-    from soft.generate import STOP_STRINGS
+    from soft.generate import STOP_STRINGS, batch_cache
 
     tok, model = tiny
+    assert type(batch_cache(model, 1, 8)).__name__ == "StaticCache"  # Llama layers take the fast path
     texts = [r["text"] for r in plan_requests(PROMPTS[:3], PRINCIPLES, EXEMPLARS, IclSettings("random", 1, None), 0)]
     greedy = GenerationSettings(temperature=0.0, max_new_tokens=12, batch_size=1, max_prompt_tokens=4096)
     ours = generate_hf(model, tok, texts, greedy, seed=0, reuse_prefix=True)
