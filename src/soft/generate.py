@@ -116,18 +116,16 @@ def batch_cache(model, batch: int, max_len: int, prefix=None):
         rows = copy.deepcopy(prefix)
         rows.batch_repeat_interleave(batch)
         return rows
-    text = model.config.get_text_config(decoder=True)
-    heads = getattr(text, "num_key_value_heads", None) or text.num_attention_heads
-    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
-    dtype = next(model.parameters()).dtype
-    cache.early_initialization(batch, heads, head_dim, dtype, model.device)
-    if prefix is not None:
-        with torch.inference_mode():
-            for layer, done in zip(cache.layers, prefix.layers):
-                n = done.keys.shape[-2]
-                layer.keys[:, :, :n] = done.keys
-                layer.values[:, :, :n] = done.values
-                layer.cumulative_length.fill_(n)
+    if prefix is None:
+        return cache  # sized by its first update
+    with torch.inference_mode():
+        for layer, done in zip(cache.layers, prefix.layers):
+            # the prefix's own keys give heads, head size, dtype and device
+            layer.lazy_initialization(done.keys.expand(batch, -1, -1, -1), done.values.expand(batch, -1, -1, -1))
+            n = done.keys.shape[-2]
+            layer.keys[:, :, :n] = done.keys
+            layer.values[:, :, :n] = done.values
+            layer.cumulative_length.fill_(n)
     return cache
 
 
