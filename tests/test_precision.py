@@ -1,0 +1,42 @@
+"""Precision is decided in the job from what the hardware reports (soft.precision)."""
+
+import pytest
+
+from soft.errors import SoftError
+from soft.precision import cpu_flags, decide, stage_precision
+
+AMX = frozenset({"fpu", "avx512f", "amx_bf16", "amx_tile", "avx512_bf16"})
+ZEN = frozenset({"fpu", "avx512f", "avx512_bf16"})
+OLD = frozenset({"fpu", "avx2", "fma"})
+
+
+@pytest.mark.parametrize("flags,used", [(AMX, "bf16"), (ZEN, "bf16"), (OLD, "fp32"), (frozenset(), "fp32")])
+def test_auto_follows_the_cpu_flags(flags, used):
+    p = decide("auto", "cpu", flags=flags)
+    assert p.used == used
+    assert ("reports none" in p.reason) == (used == "fp32")
+
+
+def test_explicit_choices_win_over_the_hardware():
+    assert decide("fp32", "cpu", flags=AMX).used == "fp32"
+    assert decide("bf16", "cpu", flags=OLD).used == "bf16"
+    assert decide("auto", "cuda", cuda_bf16=True).used == "bf16"
+    assert decide("auto", "cuda", cuda_bf16=False).used == "fp32"
+    with pytest.raises(SoftError, match="does not support it"):
+        decide("bf16", "cuda", cuda_bf16=False, stage="training")
+
+
+def test_wrong_value_names_the_key():
+    with pytest.raises(SoftError, match=r"config key 'precision.scoring': 'fp16' is not one of auto, fp32, bf16"):
+        stage_precision({"scoring": "fp16"}, "scoring", "cpu")
+
+
+def test_missing_section_means_fp32_as_before():
+    assert stage_precision(None, "generation", "cpu").used == "fp32"
+
+
+def test_cpu_flags_reads_the_first_processor(tmp_path):
+    f = tmp_path / "cpuinfo"
+    f.write_text("processor\t: 0\nflags\t\t: fpu avx512_bf16\n\nprocessor\t: 1\nflags\t\t: fpu\n")
+    assert cpu_flags.__wrapped__(str(f)) == frozenset({"fpu", "avx512_bf16"})
+    assert cpu_flags.__wrapped__(str(tmp_path / "missing")) == frozenset()
