@@ -7,10 +7,19 @@ CORES ?= all
 
 .PHONY: setup run paper report dry-run test test-embedded test-slurm bench clean
 
+# uv installs the same pinned requirements as `pip install -r envs/requirements.txt` (the
+# documented path without make) in a third of the time (40 s vs 2 min 2 s here, cold caches):
+# pip's resolver was most of the set-up. uv reads no pip.conf, so pip's configured
+# find-links (where a machine keeps local wheels, torch's CPU build among them) is passed on.
+UV_VERSION := 0.13.8
+PIP_FIND_LINKS := $(shell python3 -m pip config get global.find-links 2>/dev/null)
+UV_INSTALL = $(VENV)/bin/uv pip install --quiet --python $(PY) $(addprefix --find-links ,$(PIP_FIND_LINKS))
+
 $(VENV)/.installed: envs/requirements.txt pyproject.toml
 	python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet -r envs/requirements.txt
-	$(PY) -m pip install --quiet --no-deps -e .
+	$(PY) -m pip install --quiet uv==$(UV_VERSION)
+	$(UV_INSTALL) -r envs/requirements.txt
+	$(UV_INSTALL) --no-deps -e .
 	touch $@
 
 setup: $(VENV)/.installed
