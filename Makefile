@@ -16,6 +16,7 @@ PIP_FIND_LINKS := $(shell python3 -m pip config get global.find-links 2>/dev/nul
 UV_INSTALL = $(VENV)/bin/uv pip install --quiet --python $(PY) $(addprefix --find-links ,$(PIP_FIND_LINKS))
 
 $(VENV)/.installed: envs/requirements.txt pyproject.toml
+	@python3 -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "soft needs Python 3.11 or newer (snakemake 9, transformers 5); found " + sys.version.split()[0])'
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet uv==$(UV_VERSION)
 	$(UV_INSTALL) -r envs/requirements.txt
