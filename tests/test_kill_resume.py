@@ -2,14 +2,16 @@
 same command gives the same files as a run that was never interrupted.
 
 One tiny chain (2 rounds, early stop, probe answers, local judge) is run once without
-interruption. A second copy is then driven stage by stage: each time a job of the next
-stage to kill has started (this run wrote its log) and before its output is complete,
-the whole Snakemake process group gets SIGKILL, the way a preempted node or an OOM kill ends
-a run. The output of the killed job must not exist; `snakemake --unlock` and the same
-command again continue the run. At the end every output is compared, byte for byte,
-with the uninterrupted run's, and every data file's ids with the reference's.
+interruption. A second copy is then driven stage by stage, every rule that writes data
+included. Each run holds every finished temporary a moment before its rename
+(soft.io.HOLD_ENV), and the test SIGKILLs the whole Snakemake process group as soon as a
+temporary of the stage's output exists: the kill lands inside the job's output write, the
+way a preempted node or an OOM kill ends a run at its worst moment. The output must then not
+exist; `snakemake --unlock` and the same command again continue the run. At the end every
+file under results/ and resources/ is compared, byte for byte, with the uninterrupted run's.
 """
 
+import glob
 import json
 import os
 import signal
@@ -22,36 +24,33 @@ import pytest
 from test_determinism import SIGNALS_CONFIG, digests
 from tiny import REPO, tiny_config
 
+from soft.io import HOLD_ENV
+
 pytestmark = pytest.mark.e2e
 
-# Per stage, the jobs that may be killed (log, output): whichever of them is started first
-# in a run whose output is missing. Snakemake does not run the stages in chain order
-# (round 1's validation may run before round 1's evaluation), so each stage offers all
-# its jobs.
-def jobs(rule: str, rounds=(1, 2), base=False) -> list[tuple[str, str]]:
-    out = []
-    if base:
-        out.append((f"logs/base_model/{rule}/round0.log", OUTPUTS[rule].format(exp="base_model", k=0)))
-    for k in rounds:
-        out.append((f"logs/soft/{rule}/round{k}.log", OUTPUTS[rule].format(exp="soft", k=k)))
-    return out
+
+def rounds(pattern: str, ks=(1, 2), exps=("soft",)) -> list[str]:
+    return [pattern.format(exp=e, k=k) for e in exps for k in ks]
 
 
-OUTPUTS = {
-    "generate_responses": "results/{exp}/data/round{k}_gen.jsonl",
-    "train_model": "results/{exp}/models/round{k}",
-    "evaluate_model": "results/{exp}/eval/round{k}.json",
-    "validate_model": "results/{exp}/validation/round{k}.json",
-    "probe_model": "results/{exp}/probe/round{k}.jsonl",
-}
+# Per rule, the outputs whose write may be killed: whichever starts first in a run where
+# it is missing. Snakemake does not run a stage's jobs in chain order, so each stage
+# offers all its jobs.
 STAGES = {
-    "generate_responses": jobs("generate_responses"),
-    "train_model": jobs("train_model"),
-    "evaluate_model": jobs("evaluate_model", base=True),
-    "validate_model": jobs("validate_model", base=True),
-    "probe_model": jobs("probe_model", base=True),
-    "judge_answers": [("logs/soft/judge_answers.log", "results/soft/judge.json")],
+    "split_prompts": rounds("results/{exp}/prompts/round{k}.jsonl"),
+    "generate_responses": rounds("results/{exp}/data/round{k}_gen.jsonl"),
+    "filter_responses": rounds("results/{exp}/data/round{k}.jsonl"),
+    "train_model": rounds("results/{exp}/models/round{k}"),
+    "evaluate_model": rounds("results/{exp}/eval/round{k}.json") + ["results/base_model/eval/round0.json"],
+    "validate_model": rounds("results/{exp}/validation/round{k}.json") + ["results/soft/validation/round0.json"],
+    "decide_next_round": rounds("results/{exp}/validation/round{k}_decision.json", ks=(1,)),
+    "probe_model": rounds("results/{exp}/probe/round{k}.jsonl") + ["results/base_model/probe/round0.jsonl"],
+    "judge_answers": ["results/soft/judge.json"],
+    "write_stop_record": ["results/soft/stop.json"],
+    "aggregate_metrics": ["results/tables/metrics.csv"],
+    "plot_metrics": ["results/figures/metric_vs_round.png"],
 }
+HOLD_S = "2"
 
 
 def command(workdir: Path, cfg: Path, *extra: str) -> list[str]:
@@ -59,27 +58,27 @@ def command(workdir: Path, cfg: Path, *extra: str) -> list[str]:
             str(workdir), "--configfile", str(cfg), "--cores", "2", *extra]
 
 
-def kill_when_started(workdir: Path, cfg: Path, candidates: list[tuple[str, str]],
-                      timeout: float = 600) -> str | None:
-    """Run the workflow until one of the candidate jobs has started (its log written by
-    this run) and its output is still missing, then SIGKILL the whole process group.
-    Returns that job's output, or None if the run ended first."""
-    start = time.time()
+def temporaries(path: Path) -> list[str]:
+    """soft.io.atomic_path's temporaries of `path` (file or folder)."""
+    return glob.glob(str(path.parent / f".{glob.escape(path.name)}.*.tmp"))
+
+
+def kill_inside_write(workdir: Path, cfg: Path, outputs: list[str], timeout: float = 600) -> str | None:
+    """Run the workflow towards `outputs` until one of them exists only as a temporary, then
+    SIGKILL the whole process group. Returns that output, or None if the run ended first."""
     # Only the stage's own outputs (and what they need) as targets: a run for one stage
     # must not complete a later stage's jobs before that stage's turn to be killed.
-    targets = [output for _, output in candidates]
-    proc = subprocess.Popen(command(workdir, cfg, *targets), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    env = {**os.environ, HOLD_ENV: HOLD_S}
+    proc = subprocess.Popen(command(workdir, cfg, *outputs), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True, env=env)
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline and proc.poll() is None:
-            for log, output in candidates:
-                log_path, out_path = workdir / log, workdir / output
-                if log_path.exists() and log_path.stat().st_mtime >= start - 1 and not out_path.exists():
-                    time.sleep(1.0)  # into the job: the script is importing torch or working
-                    if not out_path.exists():
-                        os.killpg(proc.pid, signal.SIGKILL)
-                        return output
+            for output in outputs:
+                path = workdir / output
+                if temporaries(path) and not path.exists():
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    return output
             time.sleep(0.05)
     finally:
         if proc.poll() is None:
@@ -96,15 +95,15 @@ def test_a_kill_at_every_stage_changes_no_output(tmp_path, run_snakemake):
     run_snakemake(ref, ref_cfg)
 
     killed = []
-    for rule, candidates in STAGES.items():
-        output = kill_when_started(work, cfg, candidates)
+    for rule, candidates in STAGES.items():  # in chain order
+        output = kill_inside_write(work, cfg, candidates)
         if output:
             killed.append(rule)
             # the killed job left nothing behind under its output's name
             assert not (work / output).exists(), f"{rule}: a half-written {output} was left"
         subprocess.run(command(work, cfg, "--unlock"), capture_output=True, timeout=120, check=True)
-    # the model stages take seconds even on the tiny model: those kills must have hit
-    assert {"generate_responses", "train_model", "evaluate_model", "validate_model", "probe_model"} <= set(killed)
+    # every finished temporary is held before its rename, so every stage's kill must hit
+    assert killed == list(STAGES)
 
     run_snakemake(work, cfg)  # the same command again finishes the run
     a, b = digests(ref), digests(work)

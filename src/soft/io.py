@@ -19,6 +19,20 @@ from typing import Any, Callable, Iterable, Iterator
 from soft.errors import SoftError
 
 
+# Fault injection for the kill tests: hold every finished temporary this many seconds before
+# its rename, so a test can SIGKILL a job while its output exists only as a temporary (the
+# moment a kill could leave a half-written file). Unset in normal runs.
+HOLD_ENV = "SOFT_TEST_HOLD_BEFORE_RENAME_S"
+
+
+def _hold_before_rename() -> None:
+    hold = os.environ.get(HOLD_ENV)
+    if hold:
+        import time
+
+        time.sleep(float(hold))
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, is_dir: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling of `path`; rename it onto `path` when the block succeeds."""
@@ -43,6 +57,7 @@ def atomic_path(path: str | os.PathLike, is_dir: bool = False) -> Iterator[Path]
     os.chmod(tmp, (0o777 if is_dir else 0o666) & ~umask)
     try:
         yield tmp
+        _hold_before_rename()
         if is_dir and path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
