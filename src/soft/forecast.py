@@ -152,11 +152,11 @@ def plan_jobs(workdir: Path, configfile: Path | None = None, targets: list[str] 
         scratch = Path(tmp)
         _link_workdir(workdir, scratch)
         while True:
-            cmd = [python, "-c", _LAUNCHER, "-n", "--forceall", "--cores", "1", "--snakefile", str(snakefile),
-                   "--directory", str(scratch)]
+            # targets first: --configfile takes every word after it
+            cmd = [python, "-c", _LAUNCHER, *(targets or []), "-n", "--forceall", "--cores", "1",
+                   "--snakefile", str(snakefile), "--directory", str(scratch)]
             if configfile is not None:
                 cmd += ["--configfile", str(configfile.resolve())]
-            cmd += list(targets or [])
             env = {**os.environ, "PYTHONPATH": os.pathsep.join(
                 [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
             proc = subprocess.run(cmd, capture_output=True, text=True, cwd=scratch, timeout=timeout, env=env)
@@ -175,7 +175,9 @@ def plan_jobs(workdir: Path, configfile: Path | None = None, targets: list[str] 
                 assumed.add((j.exp, j.wildcards["k"]))
     # The decided checkpoints drop out of the listing: put their (light) jobs back.
     listed = {(j.exp, j.wildcards.get("k")) for j in jobs if j.rule == "decide_next_round"}
-    for exp, k in sorted(assumed - listed):
+    decided = {(p.parts[-3], m.group(1)) for p in (workdir / "results").glob("*/validation/round*_decision.json")
+               if (m := re.fullmatch(r"round(\d+)_decision\.json", p.name))}
+    for exp, k in sorted((assumed | decided) - listed):
         jobs.append(Job("decide_next_round", {"exp": exp, "k": k},
                         [f"results/{exp}/validation/round{k}_decision.json"]))
     for j in jobs:
@@ -250,8 +252,9 @@ def model_size(workdir: Path, cfg: dict, profiles: dict) -> dict:
                 "dtype_bytes": 4 if "32" in dtype else 2}
     hub_id = source.get("id")
     table = profiles["hub_models"]
-    if hub_id in table:
-        return {"name": name, **table[hub_id]}
+    for key in (hub_id, name):
+        if key in table:
+            return {"name": name, **table[key]}
     raise SoftError(f"config key 'base_model': {folder}/config.json not found and {hub_id!r} is not in "
                     f"{PROFILES_FILE.name}'s hub_models table: add its params, layers, hidden, vocab")
 
@@ -396,7 +399,7 @@ def job_work(job: Job, s: Setting, keep_fraction: float, chain_rounds: dict[str,
         answer = exp["generation"]["max_new_tokens"]
         per_example = min((s.system_chars + s.prompt_chars) / cpt + answer, t.get("max_length") or 1e9)
         w.tokens = examples * per_example * t["epochs"]
-        w.flops = (8 if t.get("gradient_checkpointing") else 6) * n * w.tokens
+        w.flops = (8 if t.get("gradient_checkpointing", True) else 6) * n * w.tokens
         w.disk_bytes = n * s.model["dtype_bytes"]  # the merged round model
     elif rule == "evaluate_model":
         limit = s.evaluation.get("limit")
@@ -438,6 +441,14 @@ def model_mb(s: Setting, device: dict) -> float:
     return s.model["params"] * device["weight_bytes"] / 2**20
 
 
+def _judge_requests(job: Job, s: Setting) -> int:
+    exp = s.experiments.get(job.exp or "")
+    if not exp:
+        return 0
+    pairs = exp["rounds"] * (2 if s.evaluation["judge"].get("reference") not in (None, exp["name"]) else 1)
+    return pairs * 2 * s.n_probe
+
+
 def job_cost(job: Job, work: Work, s: Setting, device_name: str, profiles: dict, calibration: dict) -> dict:
     """Seconds and peak memory (MB) of one job on the device; `device_hours` counts the
     model rules on a GPU profile (the rest are CPU-hours on any profile)."""
@@ -455,6 +466,11 @@ def job_cost(job: Job, work: Work, s: Setting, device_name: str, profiles: dict,
         peak_mb = profiles["gpu_host_overhead_mb"] + mb
         return {"seconds": seconds, "peak_mb": peak_mb, "gpu_mb": min(gpu_mb, device["memory_gb"] * 1024),
                 "on_gpu": True}
+    if job.rule == "judge_answers" and not s.judge_local:
+        # a remote judge: the job waits on the endpoint, one request per answer pair and order
+        return {"seconds": profiles["light_rule_s"]
+                + profiles["endpoint_request_s"] * _judge_requests(job, s), "peak_mb": 500.0, "gpu_mb": 0.0,
+                "on_gpu": False}
     if fit:
         seconds = fit["a_s"] + fit["b_s_per_flop"] * work.flops
         peak_mb = fit["mem_a_mb"] + fit["mem_b"] * (mb if job.rule in MODEL_RULES else 0.0)
@@ -658,11 +674,11 @@ def fit_rule(points: list[tuple[float, float]]) -> tuple[float, float]:
     if len(set(xs.round(6))) < 2:
         return float(ys.mean()), 0.0
     scale = xs.max() or 1.0
-    # Relative residuals: a 10 s job and a 1,000 s job count alike (the forecast's error is
-    # judged in per cent), so each row is divided by its measured value.
-    weights = 1.0 / np.maximum(ys, 1e-3)
-    A = np.stack([np.ones_like(xs), xs / scale], axis=1) * weights[:, None]
-    (a, b), _ = nnls(A, ys * weights)
+    # Plain (unweighted) residuals: with a free intercept they sum to zero, so a rule's
+    # forecast total matches its measured total on the calibration runs; the forecast is
+    # judged on totals per rule and per run.
+    A = np.stack([np.ones_like(xs), xs / scale], axis=1)
+    (a, b), _ = nnls(A, ys)
     return float(a), float(b / scale)
 
 
