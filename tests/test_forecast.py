@@ -180,7 +180,30 @@ def test_model_size_from_config_json_counts_llama_parameters(tmp_path):
 def test_fit_recovers_a_line_and_a_constant():
     a, b = fc.fit_rule([(1e9, 12.0), (2e9, 14.0), (4e9, 18.0)])
     assert a == pytest.approx(10.0) and b == pytest.approx(2e-9)
+    # stage totals: (summed FLOPs, summed seconds, jobs) of 3 and of 2 jobs
+    a, b = fc.fit_rule([(3e9, 36.0, 3), (8e9, 36.0, 2)])
+    assert a == pytest.approx(10.0) and b == pytest.approx(2e-9)
     assert fc.fit_rule([(5.0, 3.0), (5.0, 5.0)]) == (4.0, 0.0)
+    # one work size per job: the prior rate takes the work, the start-up what is left
+    assert fc.fit_rule([(5.0, 3.0), (5.0, 5.0)], prior_b=0.4) == pytest.approx((2.0, 0.4))
+    assert fc.fit_rule([(5.0, 3.0), (5.0, 5.0)], prior_b=2.0) == pytest.approx((0.0, 0.8))
+
+
+def test_forecast_of_the_timed_make_paper_run_is_within_30_percent():
+    # The checked-in calibration against a run it was not fitted on (README's timed make
+    # paper: the default grid plus the ablations' chains): more than 30% off is a bug.
+    table, total = fc.validate_totals(REPO / "config/forecast/make_paper_e309b51.csv")
+    assert {a["rule"] for a in table} >= {"generate_responses", "train_model", "evaluate_model"}
+    assert total["jobs"] == 74
+    for a in table + [total]:
+        assert abs(a["error"]) < 0.30, a
+
+
+def test_stage_totals_name_a_bad_line(tmp_path):
+    bad = tmp_path / "t.csv"
+    bad.write_text("rule,jobs,seconds,peak_rss_mb\ntrain_model,five,3,\n")
+    with pytest.raises(fc.SoftError, match=r"t.csv:2: expected rule, jobs, seconds"):
+        fc.read_stage_totals(bad)
 
 
 def test_slurm_limits_follow_each_rules_forecast():

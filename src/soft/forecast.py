@@ -474,6 +474,9 @@ def job_cost(job: Job, work: Work, s: Setting, device_name: str, profiles: dict,
     if fit:
         seconds = fit["a_s"] + fit["b_s_per_flop"] * work.flops
         peak_mb = fit["mem_a_mb"] + fit["mem_b"] * (mb if job.rule in MODEL_RULES else 0.0)
+        if job.rule in MODEL_RULES and not fit["mem_b"]:
+            # one model size in the calibration: a larger model adds copies of its weights
+            peak_mb += max(0.0, mb - fit.get("model_mb", 0.0)) * profiles["cpu_memory_per_model_mb"]
         if device["kind"] == "gpu" and job.rule in MODEL_RULES:  # remote judge: no local model
             peak_mb = fit["mem_a_mb"]
     elif job.rule in MODEL_RULES:
@@ -663,28 +666,100 @@ def measured_rows(run: Path, configfile: Path | None, targets: list[str] | None 
     return rows
 
 
-def fit_rule(points: list[tuple[float, float]]) -> tuple[float, float]:
-    """y = a + b x with a, b >= 0 (scipy's non-negative least squares); one distinct x:
-    the mean as a constant."""
+def fit_rule(points: list[tuple[float, float]] | list[tuple[float, float, float]],
+             prior_b: float | None = None) -> tuple[float, float]:
+    """y = n a + b x with a, b >= 0 (scipy's non-negative least squares), over points
+    (x, y) of one job or (x, y, n) of n jobs together (a stage's totals: x the jobs' summed
+    FLOPs, y their summed seconds). When the points cannot tell a from b (one distinct x
+    per job), b is `prior_b` (or 0) and a what is left, so the totals still match."""
     import numpy as np
     from scipy.optimize import nnls
 
+    ns = np.array([p[2] if len(p) > 2 else 1.0 for p in points], dtype=float)
     xs = np.array([p[0] for p in points], dtype=float)
     ys = np.array([p[1] for p in points], dtype=float)
-    if len(set(xs.round(6))) < 2:
-        return float(ys.mean()), 0.0
+    if len(set((xs / ns).round(6))) < 2:
+        b = prior_b or 0.0
+        if b * xs.sum() > ys.sum():  # the prior alone overshoots: all of it is work
+            return 0.0, float(ys.sum() / xs.sum())
+        return float((ys.sum() - b * xs.sum()) / ns.sum()), b
     scale = xs.max() or 1.0
     # Plain (unweighted) residuals: with a free intercept they sum to zero, so a rule's
     # forecast total matches its measured total on the calibration runs; the forecast is
     # judged on totals per rule and per run.
-    A = np.stack([np.ones_like(xs), xs / scale], axis=1)
+    A = np.stack([ns, xs / scale], axis=1)
     (a, b), _ = nnls(A, ys)
     return float(a), float(b / scale)
 
 
-def calibrate(runs: list[tuple[Path, Path | None]], out: Path = CALIBRATION_FILE) -> dict:
+def read_stage_totals(path: Path) -> dict[str, dict]:
+    """A CSV of measured totals per rule (rule, jobs, seconds, peak_rss_mb[, source]), for
+    a run whose per-job benchmark files are not at hand (a timing reported in the README)."""
+    out = {}
+    with open(path, newline="") as f:
+        for i, row in enumerate(csv.DictReader(f), start=2):
+            try:
+                out[row["rule"]] = {"jobs": int(row["jobs"]), "seconds": float(row["seconds"]),
+                                    "peak_rss_mb": float(row["peak_rss_mb"]) if row.get("peak_rss_mb") else None,
+                                    "source": row.get("source", "")}
+            except (KeyError, ValueError) as e:
+                raise SoftError(f"{path}:{i}: expected rule, jobs, seconds, peak_rss_mb ({e})") from None
+    return out
+
+
+def chain_folder(spec_path: Path, folder: Path) -> tuple[Path, Path | None, list[str]]:
+    """A run folder holding only what fixes a measured run's chain (its JSON spec next to
+    the stage totals' CSV): the config (config/config.yaml with the spec's
+    `config_overrides`), each chain's decisions and the answers kept per round, with the
+    repository's workflow linked in. Returns the folder, its config file and the targets."""
+    from soft.config import deep_merge
+
+    spec = json.loads(spec_path.read_text())
+    for name in ("config", "Snakefile", "rules", "workflow", "envs"):
+        (folder / name).symlink_to(REPO / name)
+    configfile = None
+    if spec.get("config_overrides"):
+        cfg = deep_merge(yaml.safe_load((REPO / "config/config.yaml").read_text()), spec["config_overrides"])
+        if "experiments" in spec["config_overrides"]:
+            cfg["experiments"] = spec["config_overrides"]["experiments"]
+        configfile = folder / "forecast_config.yaml"
+        configfile.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    for exp, decisions in spec.get("decisions", {}).items():
+        for k, go_on in enumerate(decisions, start=1):
+            path = folder / f"results/{exp}/validation/round{k}_decision.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"continue": go_on}))
+    for exp, counts in spec.get("kept", {}).items():
+        for k, n in enumerate(counts, start=1):
+            path = folder / f"results/{exp}/data/round{k}.jsonl"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("{}\n" * n)
+    return folder, configfile, list(spec.get("targets", []))
+
+
+def stage_points(run: Path, configfile: Path | None, totals: dict[str, dict],
+                 targets: list[str] | None = None, calibration: dict | None = None) -> dict[str, dict]:
+    """Per rule of `totals`: the forecast's jobs summed over the run's jobs of that rule
+    (the run folder holds the decisions and kept answers that fix its chain)."""
+    rows = measured_rows(run, configfile, targets, calibration={"rules": {}} if calibration is None else calibration)
+    out = {}
+    for rule, t in totals.items():
+        mine = [r for r in rows if r["rule"] == rule]
+        if len(mine) != t["jobs"]:
+            raise SoftError(f"stage totals for {rule}: {t['jobs']} jobs measured, but the run's DAG has "
+                            f"{len(mine)}")
+        out[rule] = {"flops": sum(r["flops"] for r in mine), "model_mb": mine[0]["model_mb"] if mine else 0.0,
+                     "s": t["seconds"], "jobs": t["jobs"], "max_rss": t["peak_rss_mb"], "source": t["source"],
+                     "forecast_s": sum(r["seconds"] for r in mine),
+                     "forecast_peak_mb": max((r["peak_mb"] for r in mine), default=0.0)}
+    return out
+
+
+def calibrate(runs: list[tuple[Path, Path | None]], out: Path = CALIBRATION_FILE,
+              totals: list[Path] = ()) -> dict:
     """Fit seconds = a + b FLOPs and peak RSS = a + b x model MB per rule over the runs'
-    benchmark files, and write the fit with its data points."""
+    benchmark files (and stage totals of runs measured as a whole), and write the fit with
+    its data points."""
     points: dict[str, list[dict]] = {}
     kept = generated = 0
     for run, configfile in runs:
@@ -697,9 +772,19 @@ def calibrate(runs: list[tuple[Path, Path | None]], out: Path = CALIBRATION_FILE
                 points.setdefault(r["rule"], []).append(
                     {"run": run.name, "exp": r["exp"], "round": r["round"], "flops": r["flops"],
                      "model_mb": r["model_mb"], "s": r["measured_s"], "max_rss": r["measured_rss"]})
+    for csv_path in totals:
+        with tempfile.TemporaryDirectory(prefix="soft_chain_") as tmp:
+            run, configfile, targets = chain_folder(csv_path.with_suffix(".json"), Path(tmp))
+            kf = keep_fraction_of(run, load_setting(run, configfile))
+            if kf:
+                kept, generated = kept + kf[0], generated + kf[1]
+            for rule, p in stage_points(run, configfile, read_stage_totals(csv_path), targets).items():
+                points.setdefault(rule, []).append({"run": csv_path.name, **p})
     rules = {}
+    prior_b = 1.0 / load_profiles()["cpu_prior_flops"]
     for rule, pts in sorted(points.items()):
-        a, b = fit_rule([(p["flops"], p["s"]) for p in pts])
+        a, b = fit_rule([(p["flops"], p["s"], p.get("jobs", 1)) for p in pts],
+                        prior_b if rule in MODEL_RULES else None)
         mem = [(p["model_mb"], p["max_rss"]) for p in pts if p["max_rss"] is not None]
         # peak memory: the largest seen above the line through the points, so a forecast
         # limit is not below a measured peak
@@ -707,9 +792,11 @@ def calibrate(runs: list[tuple[Path, Path | None]], out: Path = CALIBRATION_FILE
         if mem:
             ma = max(ma, max(y - mb_ * x for x, y in mem))
         rules[rule] = {"a_s": round(a, 4), "b_s_per_flop": float(f"{b:.6g}"), "mem_a_mb": round(ma, 1),
-                       "mem_b": round(mb_, 4), "points": len(pts)}
+                       "mem_b": round(mb_, 4), "model_mb": round(max(x for x, _ in mem), 1) if mem else 0.0,
+                       "points": len(pts)}
     result = {"command": "python -m soft.forecast calibrate " + " ".join(
-                  f"--run {r}" + (f" --configfile {c}" if c else "") for r, c in runs),
+                  [f"--run {r}" + (f" --configfile {c}" if c else "") for r, c in runs]
+                  + [f"--totals {t}" for t in totals]),
               "keep_fraction": round(kept / generated, 4) if generated else 1.0,
               "keep_fraction_from": f"{kept} of {generated} answers kept in the runs' real-filter rounds",
               "rules": rules, "points": points}
@@ -732,7 +819,22 @@ def validate(run: Path, configfile: Path | None = None, calibration: dict | None
         a["measured_s"] += r["measured_s"]
         a["forecast_peak_mb"] = max(a["forecast_peak_mb"], r["peak_mb"])
         a["measured_peak_mb"] = max(a["measured_peak_mb"], r["measured_rss"] or 0.0)
-    table = list(per_rule.values())
+    return _with_errors(list(per_rule.values()))
+
+
+def validate_totals(csv_path: Path, calibration: dict | None = None) -> tuple[list[dict], dict]:
+    """validate() for a run measured as stage totals (config/forecast/*.csv + .json)."""
+    with tempfile.TemporaryDirectory(prefix="soft_chain_") as tmp:
+        run, configfile, targets = chain_folder(csv_path.with_suffix(".json"), Path(tmp))
+        points = stage_points(run, configfile, read_stage_totals(csv_path), targets,
+                              calibration if calibration is not None else load_calibration())
+    table = [{"rule": rule, "jobs": p["jobs"], "forecast_s": p["forecast_s"], "measured_s": p["s"],
+              "forecast_peak_mb": p["forecast_peak_mb"], "measured_peak_mb": p["max_rss"] or 0.0}
+             for rule, p in points.items()]
+    return _with_errors(table)
+
+
+def _with_errors(table: list[dict]) -> tuple[list[dict], dict]:
     total = {"rule": "total", "jobs": sum(a["jobs"] for a in table),
              "forecast_s": sum(a["forecast_s"] for a in table), "measured_s": sum(a["measured_s"] for a in table),
              "forecast_peak_mb": max((a["forecast_peak_mb"] for a in table), default=0.0),
@@ -821,7 +923,7 @@ def _slurm(args) -> int:
 
 def _calibrate(args) -> int:
     runs = [(Path(r), Path(c) if c else None) for r, c in zip(args.run, args.configfile + [None] * len(args.run))]
-    result = calibrate(runs, Path(args.out))
+    result = calibrate(runs, Path(args.out), [Path(t) for t in args.totals])
     for rule, f in result["rules"].items():
         print(f"{rule:<24} s = {f['a_s']:.2f} + {f['b_s_per_flop']:.3g} x FLOPs   "
               f"peak MB = {f['mem_a_mb']:.0f} + {f['mem_b']:.2f} x model MB   ({f['points']} jobs)")
@@ -830,10 +932,15 @@ def _calibrate(args) -> int:
 
 
 def _validate(args) -> int:
-    run = Path(args.run)
-    configfile = Path(args.configfile) if args.configfile else None
     calibration = load_calibration(Path(args.calibration)) if args.calibration else None
-    table, total = validate(run, configfile, calibration)
+    if args.totals:
+        run = Path(args.totals)
+        table, total = validate_totals(run, calibration)
+    elif args.run:
+        run = Path(args.run)
+        table, total = validate(run, Path(args.configfile) if args.configfile else None, calibration)
+    else:
+        raise SoftError("validate needs --run RUN_DIR or --totals CSV")
     print(format_validation(table, total, run))
     bad = [a["rule"] for a in table + [total] if abs(a["error"]) > args.max_error]
     if bad:
@@ -858,12 +965,16 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--safety", type=float, default=2.0, help="limit = forecast x this")
         p.add_argument("--out", required=True, help="folder for the generated profile's config.yaml")
     if command == "calibrate":
-        p.add_argument("--run", action="append", required=True, help="a finished run folder (repeatable)")
+        p.add_argument("--run", action="append", default=[], help="a finished run folder (repeatable)")
         p.add_argument("--configfile", action="append", default=[], help="its config, per --run, in order")
+        p.add_argument("--totals", action="append", default=[], metavar="CSV",
+                       help="stage totals (rule, jobs, seconds, peak_rss_mb) of a run measured as a whole; "
+                            "its chain (decisions, kept answers, config) in the .json of the same name")
         p.add_argument("--out", default=str(CALIBRATION_FILE))
     if command == "validate":
-        p.add_argument("--run", required=True)
+        p.add_argument("--run", help="a finished run folder (its benchmarks/ files)")
         p.add_argument("--configfile")
+        p.add_argument("--totals", help="or a run measured as stage totals (config/forecast/*.csv)")
         p.add_argument("--calibration", help="calibration file (default: the checked-in one)")
         p.add_argument("--max-error", type=float, default=0.30)
     args = p.parse_args(argv)
