@@ -274,7 +274,8 @@ def test_tiny_pipeline_runs_through_slurm(cluster, tmp_path):
     from soft import forecast
 
     static = yaml.safe_load((profile / "config.yaml").read_text())
-    rows = forecast.forecast_jobs(forecast.plan_jobs(workdir, cfg), forecast.load_setting(workdir, cfg), "cpu-here")
+    rows = forecast.forecast_jobs(forecast.plan_jobs(workdir, cfg), forecast.load_setting(workdir, cfg), "cpu-here",
+                                  keep_fraction=1.0)
     limits = forecast.slurm_limits(rows, safety=4.0, min_runtime_min=5)
     (profile / "config.yaml").write_text(yaml.safe_dump(forecast.slurm_profile(static, limits), sort_keys=False))
     started = time.monotonic()
