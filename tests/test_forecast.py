@@ -216,6 +216,8 @@ def test_slurm_limits_follow_each_rules_forecast():
     assert limits["generate_responses"] == {"runtime": 90, "mem_mb": 18000}
     assert limits["validate_model"] == {"runtime": 5, "mem_mb": 1400}
     assert "filter_responses" not in limits  # light rules keep the profile's default
+    assert fc.slurm_limits(rows, safety=1.5, mem_safety=1.0)["generate_responses"] == {"runtime": 90,
+                                                                                      "mem_mb": 12000}
     base = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())
     prof = fc.slurm_profile(base, limits)
     assert prof["set-resources"]["generate_responses"] == {**base["set-resources"]["generate_responses"],

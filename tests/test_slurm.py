@@ -276,7 +276,8 @@ def test_tiny_pipeline_runs_through_slurm(cluster, tmp_path):
     static = yaml.safe_load((profile / "config.yaml").read_text())
     rows = forecast.forecast_jobs(forecast.plan_jobs(workdir, cfg), forecast.load_setting(workdir, cfg), "cpu-here",
                                   keep_fraction=1.0)
-    limits = forecast.slurm_limits(rows, safety=4.0, min_runtime_min=5)
+    # wide time margins (this 2-core node is shared with the test suite), memory x 2
+    limits = forecast.slurm_limits(rows, safety=10.0, min_runtime_min=1, mem_safety=2.0)
     (profile / "config.yaml").write_text(yaml.safe_dump(forecast.slurm_profile(static, limits), sort_keys=False))
     started = time.monotonic()
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),

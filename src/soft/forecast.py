@@ -860,16 +860,17 @@ def format_validation(table: list[dict], total: dict, run: Path) -> str:
 # --------------------------------------------------------------------------- SLURM limits
 
 def slurm_limits(rows: list[dict], safety: float = 2.0, min_runtime_min: int = 5,
-                 min_mem_mb: int = 1000) -> dict[str, dict]:
-    """Per model rule: runtime (minutes) and mem_mb = the largest forecast job x safety,
-    rounded up (SLURM counts whole minutes)."""
+                 min_mem_mb: int = 1000, mem_safety: float | None = None) -> dict[str, dict]:
+    """Per model rule: runtime (minutes) and mem_mb = the largest forecast job x safety
+    (mem_safety for memory, if given), rounded up (SLURM counts whole minutes)."""
+    mem_safety = safety if mem_safety is None else mem_safety
     out: dict[str, dict] = {}
     for r in rows:
         if r["rule"] not in MODEL_RULES:
             continue
         a = out.setdefault(r["rule"], {"runtime": min_runtime_min, "mem_mb": min_mem_mb})
         a["runtime"] = max(a["runtime"], math.ceil(r["seconds"] * safety / 60))
-        a["mem_mb"] = max(a["mem_mb"], int(math.ceil(r["peak_mb"] * safety / 100) * 100))
+        a["mem_mb"] = max(a["mem_mb"], int(math.ceil(r["peak_mb"] * mem_safety / 100) * 100))
     return out
 
 
