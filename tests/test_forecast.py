@@ -239,3 +239,36 @@ def test_outputs_csv_and_figure(tmp_path, default_plan):
     total = summary[-1]
     assert math.isclose(total["hours"], sum(r["seconds"] for r in rows) / 3600)
     assert total["gpu_hours"] > 0 and math.isclose(total["gpu_hours"] + total["cpu_hours"], total["hours"])
+
+
+BENCH_HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+
+
+def test_calibrate_and_validate_read_a_run_folders_benchmark_files(tmp_path):
+    # A run folder of the default grid stopped after round 1 everywhere, with Snakemake's
+    # benchmark files for its generation jobs written as start-up 10 s + 1e-11 s per FLOP
+    # (the fit must recover both) and peak RSS 2,000 MB.
+    spec = tmp_path / "chain.json"
+    spec.write_text(json.dumps({"decisions": {"soft": [False], "soft_plus": [False]},
+                                "kept": {"single_round": [20], "soft": [6], "soft_plus": [4]}}))
+    (tmp_path / "run").mkdir()
+    run, _, _ = fc.chain_folder(spec, tmp_path / "run")
+    jobs = fc.plan_jobs(run)
+    rows = fc.forecast_jobs(jobs, fc.load_setting(run), "cpu-here")
+    gen = [r for r in rows if r["rule"] == "generate_responses"]
+    assert len(gen) == 3 and len({r["flops"] for r in gen}) == 2  # 48 prompts and 16
+    for r in gen:
+        path = run / r["benchmark"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        s = 10 + 1e-11 * r["flops"]
+        path.write_text(BENCH_HEADER + f"{s:.4f}\t0:00:{int(s):02d}\t2000.00\t1\t1\t1\t0\t0\t90\t{s:.2f}\n")
+    out = tmp_path / "calibration.json"
+    result = fc.calibrate([(run, None)], out)
+    fit = result["rules"]["generate_responses"]
+    assert fit["a_s"] == pytest.approx(10, abs=1e-3) and fit["b_s_per_flop"] == pytest.approx(1e-11, rel=1e-4)
+    assert fit["points"] == 3 and fit["mem_a_mb"] == pytest.approx(2000)
+    # kept answers of the run's real-filter rounds: 30 of 48 + 16 + 16
+    assert result["keep_fraction"] == pytest.approx(30 / 80)
+    table, total = fc.validate(run, None, fc.load_calibration(out))
+    assert [a["rule"] for a in table] == ["generate_responses"] and total["jobs"] == 3
+    assert abs(total["error"]) < 1e-3

@@ -1,9 +1,10 @@
 """Cost forecast per rule from the dry-run DAG: jobs, tokens, device-hours, peak memory and
 disk written, for a named device profile, before any job runs.
 
-    python -m soft.forecast [--configfile X] [--device cpu-here|a100-80gb|h100] [--out DIR]
-    python -m soft.forecast calibrate --run RUN [--run RUN2 ...]     # refit forecast_calibration.json
-    python -m soft.forecast validate --run RUN                        # forecast vs the run's benchmarks/
+    python -m soft.forecast [--configfile X] [--device cpu-here|a100-80gb|h100] [targets] [--out DIR]
+    python -m soft.forecast calibrate --run RUN [--configfile X] [--totals config/forecast/T.csv ...]
+    python -m soft.forecast validate --run RUN [--configfile X]      # forecast vs the run's benchmarks/
+    python -m soft.forecast validate --totals config/forecast/T.csv  # vs a run's stage totals
     python -m soft.forecast slurm-profile --configfile X --device a100-80gb --out profiles/slurm-forecast
 
 The jobs come from `snakemake -n --forceall` run in a scratch copy of the working folder.
@@ -29,7 +30,6 @@ import json
 import math
 import os
 import re
-import shutil
 import statistics
 import subprocess
 import sys
@@ -48,8 +48,6 @@ REPO = Path(__file__).resolve().parents[2]
 # Rules that load a model; the rest are light bookkeeping jobs.
 MODEL_RULES = ("generate_responses", "train_model", "evaluate_model", "validate_model", "probe_model",
                "judge_answers", "score_pool_difficulty", "score_round_difficulty")
-# Rules that download or convert inputs once (their time is a constant of the calibration).
-SETUP_RULES = ("prepare_base_model", "fetch_benchmarks", "fetch_prompt_pool", "write_self_instruct_prompts")
 # Every folder the dry-run copy needs from the working folder is linked, except these.
 SCRATCH_SKIP = {"results", ".snakemake", "logs", "benchmarks", ".git"}
 
