@@ -175,7 +175,8 @@ def plan_jobs(workdir: Path, configfile: Path | None = None, targets: list[str] 
     listed = {(j.exp, j.wildcards.get("k")) for j in jobs if j.rule == "decide_next_round"}
     decided = {(p.parts[-3], m.group(1)) for p in (workdir / "results").glob("*/validation/round*_decision.json")
                if (m := re.fullmatch(r"round(\d+)_decision\.json", p.name))}
-    for exp, k in sorted((assumed | decided) - listed):
+    planned = {j.exp for j in jobs if j.exp}  # not the decisions of experiments this config lacks
+    for exp, k in sorted((assumed | {d for d in decided if d[0] in planned}) - listed):
         jobs.append(Job("decide_next_round", {"exp": exp, "k": k},
                         [f"results/{exp}/validation/round{k}_decision.json"]))
     for j in jobs:
