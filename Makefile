@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 SNAKEMAKE := $(VENV)/bin/snakemake
 CORES ?= all
 
-.PHONY: setup run paper report dry-run test test-embedded test-slurm bench clean
+.PHONY: setup run paper report dry-run forecast test test-embedded test-slurm bench clean
 
 # uv installs the same pinned requirements as `pip install -r envs/requirements.txt` (the
 # documented path without make) in a third of the time (40 s vs 2 min 2 s here, cold caches):
@@ -38,6 +38,14 @@ report: setup
 
 dry-run: setup
 	$(SNAKEMAKE) -n --cores $(CORES)
+
+# Cost forecast from the dry-run DAG (no job runs): jobs, tokens, hours, peak memory and
+# disk per rule, for DEVICE (cpu-here | a100-80gb | h100), in results/forecast/. For another
+# config: make forecast FORECAST_ARGS="--configfile config/experiments/paper.yaml paper".
+DEVICE ?= cpu-here
+FORECAST_ARGS ?=
+forecast: setup
+	$(PY) -m soft.forecast --device $(DEVICE) --out results/forecast $(FORECAST_ARGS)
 
 # Unit tests, dry-run DAG tests and the tiny end-to-end run (a few minutes).
 test: setup

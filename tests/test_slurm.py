@@ -269,6 +269,16 @@ def test_tiny_pipeline_runs_through_slurm(cluster, tmp_path):
                  for r in ("prepare_base_model", "generate_responses", "train_model", "evaluate_model")}
     cfg = tiny_config(workdir, experiments={"soft": {"rounds": 1}}, resources=resources)
     profile = make_test_profile(tmp_path)
+    # The model rules' runtime and mem_mb from the cost forecast of this very run (device
+    # profile cpu-here: the test node is this machine), replacing the profile's fixed ones.
+    from soft import forecast
+
+    static = yaml.safe_load((profile / "config.yaml").read_text())
+    rows = forecast.forecast_jobs(forecast.plan_jobs(workdir, cfg), forecast.load_setting(workdir, cfg), "cpu-here",
+                                  keep_fraction=1.0)
+    # wide time margins (this 2-core node is shared with the test suite), memory x 2
+    limits = forecast.slurm_limits(rows, safety=10.0, min_runtime_min=1, mem_safety=2.0)
+    (profile / "config.yaml").write_text(yaml.safe_dump(forecast.slurm_profile(static, limits), sort_keys=False))
     started = time.monotonic()
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
            "--configfile", str(cfg), "--profile", str(profile), "--verbose"]
@@ -287,6 +297,17 @@ def test_tiny_pipeline_runs_through_slurm(cluster, tmp_path):
         assert info["JobState"] == "COMPLETED", info
         by_rule.setdefault(re.match(r"rule_(\w+?)(?:_wildcards_|$)", info["Comment"]).group(1), []).append(info)
     assert set(GPU_RULES) <= set(by_rule), by_rule.keys()
+
+    # Each model job was submitted with its rule's forecast-derived limits: the tiny jobs'
+    # forecasts are short, so their limits are short (not the shipped profile's hours).
+    shipped = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())
+    for rule in GPU_RULES:
+        assert limits[rule]["runtime"] < shipped["set-resources"][rule]["runtime"], (rule, limits[rule])
+        for info in by_rule[rule]:
+            h, m, sec = (int(x) for x in info["TimeLimit"].split(":")[-3:])
+            assert h * 60 + m + sec / 60 == limits[rule]["runtime"], (rule, info["TimeLimit"], limits[rule])
+            assert info["MinMemoryNode"] in (f"{limits[rule]['mem_mb']}M",
+                                             f"{limits[rule]['mem_mb'] / 1024:g}G"), (rule, info, limits[rule])
 
     # GPU rules asked SLURM for GPUs (--gpus, with the model where the profile names one),
     # and SLURM, not the local allocator, set their CUDA_VISIBLE_DEVICES.
