@@ -68,6 +68,24 @@ def dry_run(workdir: Path, configfile: Path) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
 
+def fresh_workdir(workdir: Path) -> Path:
+    """A folder to run the repository's own configs in, as a fresh clone would: a copy of
+    config/ (their input paths are relative to it) and nothing else, so no result, log or
+    Snakemake record already in the checkout can stand in for a job or feed a DAG check."""
+    import shutil
+
+    shutil.copytree(REPO / "config", workdir / "config")
+    return workdir
+
+
+def repo_config_dry_run(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    """`snakemake --dry-run --forceall [args]` with the repository's configs, in `workdir`
+    (see fresh_workdir): every job is listed, whatever exists."""
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory", str(workdir),
+           *args, "--cores", "2", "--dry-run", "--forceall"]
+    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=180)
+
+
 def assert_refused(proc: subprocess.CompletedProcess, line: str | re.Pattern) -> None:
     """The run stopped with a non-zero exit and printed exactly one line: `line` (the
     whole line: exact text, or a regex that must match all of it), and nothing else: no
