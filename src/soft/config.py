@@ -148,9 +148,9 @@ def describe_schema_error(err: jsonschema.ValidationError) -> str:
         else:
             expected = f"a name matching {err.validator_value}"
         return f"{_key(path + [err.instance])}: expected {expected}, got {short_value(err.instance)}"
-    if kind == "additionalProperties":
+    extra = [k for k in err.instance if k not in node.get("properties", {})] if kind == "additionalProperties" else []
+    if extra:
         allowed = list(node.get("properties", {}))
-        extra = [k for k in err.instance if k not in allowed]
         hint = difflib.get_close_matches(str(extra[0]), allowed, n=1, cutoff=0.75)
         hint = f" (did you mean '{hint[0]}'?)" if hint else ""
         return (f"{_key(path + [extra[0]])}: unknown key{hint}; expected one of "
