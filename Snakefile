@@ -3,11 +3,12 @@
 #   snakemake --cores all                      # the default grid on this machine
 #   snakemake --cores all --resources gpu=8    # one GPU box
 #   snakemake -n                               # show the bootstrapping chain
-from snakemake.exceptions import WorkflowError
-from snakemake.utils import min_version, validate
+from pathlib import Path
 
-from soft.config import check_moved_keys, extend_config
-from soft.errors import SoftError
+from snakemake.utils import min_version
+
+from soft.config import extend_config, load_schema, validate_schema
+from soft.errors import SoftError, refuse
 from soft.gpu_slots import check_gpu_requests
 
 min_version("9.0")
@@ -26,20 +27,18 @@ if not workflow.overwrite_configfiles:
 
 # An ablation config may name the config it modifies (`extends:`); its experiments replace
 # the base grid. A key that moved (generation.shots -> icl.shots) is named with its new
-# place, before the schema reports it as merely unexpected.
+# place, before the schema reports it as merely unexpected. The schema check is soft's,
+# not snakemake.utils.validate: that one prints the whole schema and config around the one
+# line that matters. Defaults are filled by soft.config (schema <- defaults <- experiment),
+# not here: filling them into the raw config would mask the values of `defaults`.
 try:
     _extended = extend_config(config)
     if _extended is not config:
         config.clear()
         config.update(_extended)
-    check_moved_keys(config)
+    validate_schema(config, load_schema(Path(workflow.basedir) / "config" / "schema" / "config.schema.yaml"))
 except SoftError as e:
-    raise WorkflowError(f"invalid configuration: {e}")
-
-
-# Defaults are filled by soft.config (schema <- defaults <- experiment), not here: filling
-# them into the raw config would mask the values of the `defaults` section.
-validate(config, "config/schema/config.schema.yaml", set_default=False)
+    refuse(e, "invalid configuration")
 
 
 include: "rules/common.smk"
@@ -65,7 +64,7 @@ try:
         workflow.global_resources.get("gpu").value,
     )
 except SoftError as e:
-    raise WorkflowError(f"invalid resources: {e}")
+    refuse(e, "invalid resources")
 
 
 rule all:

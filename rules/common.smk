@@ -25,7 +25,7 @@ from soft.config import (
 )
 from soft.curriculum import is_ordered
 from soft.early_stop import validation_kind
-from soft.errors import SoftError
+from soft.errors import SoftError, refuse
 from soft.icl import earlier_rounds
 from soft.io import read_json
 from soft.principles import load_exemplars, load_principles
@@ -73,7 +73,7 @@ try:
     check_paper(PAPER, NAMED_EXPERIMENTS)
     check_train_gpus(NAMED_EXPERIMENTS, rule_resources(config, "train_model", SCHEMA)["gpu"])
 except SoftError as e:
-    raise WorkflowError(f"invalid configuration: {e}")
+    refuse(e, "invalid configuration")
 
 SEED = config.get("seed", 0)
 # What lm-eval's result depends on (the probe and judge settings are not).

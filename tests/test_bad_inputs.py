@@ -1,15 +1,18 @@
 """The bad-input matrix: each broken config value or input file stops `snakemake` when the
-DAG is built, before any job runs, with a non-zero exit, one message naming the key, file
-or line, and no Python traceback."""
+DAG is built, before any job runs, with a non-zero exit and exactly one line: the message
+naming the key (what was expected, the value found) or the file and line. Each case
+asserts that whole line, and that nothing else is printed: no `File "..."` frames, no error
+class name (Snakemake 9 prints neither a traceback header nor a schema dump for these)."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 import yaml
-from test_dag import TRACEBACK, dry_run, write_config
+from test_dag import EXEMPLARS, PROMPTS, assert_refused, dry_run, write_config
 
 GOOD_PROMPT = {"id": "p1", "prompt": "How do I boil an egg?"}
 
@@ -37,77 +40,115 @@ def valid_lines(n: int = 10) -> str:
     return "".join(json.dumps({"id": f"p{i}", "prompt": f"question {i}?"}) + "\n" for i in range(n))
 
 
-# (case id, how to break it: (cfg, tmp) -> None, a substring the one message must hold)
+# (case id, how to break it: (cfg, tmp) -> None, the one line printed; <tmp> stands for the
+# test's folder). Every line starts with "invalid configuration: ".
 CASES = [
     ("malformed_json_line", lambda c, t: c.update(prompts=prompts_file(t, valid_lines(3) + "{not json\n")),
-     "prompts.jsonl: line 4: not valid JSON"),
+     "<tmp>/prompts.jsonl: line 4: not valid JSON (Expecting property name enclosed in double quotes)"),
     ("missing_field", lambda c, t: c.update(prompts=prompts_file(t, valid_lines(3) + '{"id": "x"}\n')),
-     "line 4: missing field 'prompt'"),
+     "<tmp>/prompts.jsonl: line 4: missing field 'prompt'"),
     ("duplicate_id", lambda c, t: c.update(prompts=prompts_file(t, valid_lines(3) + json.dumps(GOOD_PROMPT | {"id": "p0"}) + "\n")),
-     "line 4: duplicate id 'p0' (first on line 1)"),
-    ("empty_pool", lambda c, t: c.update(prompts=prompts_file(t, "")), "no records (the file is empty)"),
+     "<tmp>/prompts.jsonl: line 4: duplicate id 'p0' (first on line 1)"),
+    ("empty_pool", lambda c, t: c.update(prompts=prompts_file(t, "")), "<tmp>/prompts.jsonl: no records (the file is empty)"),
     ("empty_prompt", lambda c, t: c.update(prompts=prompts_file(t, valid_lines(3) + '{"id": "x", "prompt": "  "}\n')),
-     "line 4: field 'prompt' is empty"),
+     "<tmp>/prompts.jsonl: line 4: field 'prompt' is empty"),
     ("wrong_field_type", lambda c, t: c.update(prompts=prompts_file(t, '{"id": 7, "prompt": "q"}\n')),
-     "line 1: field 'id' must be str, got int"),
+     "<tmp>/prompts.jsonl: line 1: field 'id' must be str, got int"),
     ("not_an_object", lambda c, t: c.update(prompts=prompts_file(t, '["id", "prompt"]\n')),
-     "line 1: expected a JSON object, got list"),
+     "<tmp>/prompts.jsonl: line 1: expected a JSON object, got list"),
     ("non_utf8_bytes", lambda c, t: c.update(prompts=prompts_file(t, valid_lines(2).encode() + b'{"id": "x", "prompt": "caf\xe9"}\n')),
-     "not valid UTF-8"),
+     "<tmp>/prompts.jsonl: line 3: not valid UTF-8"),
     ("huge_line", lambda c, t: c.update(prompts=prompts_file(t, json.dumps({"id": "x", "prompt": "a" * 1_000_100}) + "\n")),
-     "characters long (limit 1000000)"),
-    ("missing_prompts_file", lambda c, t: c.update(prompts=str(t / "nope.jsonl")), "nope.jsonl"),
-    ("missing_exemplars_file", lambda c, t: c.update(exemplars=str(t / "nope_ex.jsonl")), "nope_ex.jsonl"),
-    ("missing_principles_file", lambda c, t: c.update(principles=str(t / "nope.yaml")), "nope.yaml: file not found"),
+     "<tmp>/prompts.jsonl: line 1: line is 1000125 characters long (limit 1000000)"),
+    ("missing_prompts_file", lambda c, t: c.update(prompts=str(t / "nope.jsonl")), "<tmp>/nope.jsonl: file not found"),
+    ("missing_exemplars_file", lambda c, t: c.update(exemplars=str(t / "nope_ex.jsonl")), "<tmp>/nope_ex.jsonl: file not found"),
+    ("missing_principles_file", lambda c, t: c.update(principles=str(t / "nope.yaml")), "<tmp>/nope.yaml: file not found"),
     ("malformed_principles_yaml", lambda c, t: c.update(principles=file_with(t, "p.yaml", "self_id: [unclosed\n")),
-     "p.yaml"),
+     "<tmp>/p.yaml: line 2, column 1: not valid YAML (expected ',' or ']', but got '<stream end>')"),
     ("exemplar_without_thoughts", lambda c, t: c.update(exemplars=file_with(
         t, "ex.jsonl", json.dumps({"id": "e1", "turns": [{"user": "u", "answer": "a"}]}) + "\n")),
-     "ex.jsonl: line 1: turns[0] needs a non-empty string 'thoughts'"),
-    ("unknown_top_level_key", lambda c, t: c.update(sed=1), "'sed' was unexpected"),
-    ("unknown_nested_key", lambda c, t: set_key(c, "defaults.train.lr", 0.1), "'lr' was unexpected"),
-    ("rounds_wrong_type", lambda c, t: set_key(c, "experiments.soft.rounds", "three"), "'three' is not of type 'integer'"),
-    ("rounds_zero", lambda c, t: set_key(c, "experiments.soft.rounds", 0), "0 is less than the minimum of 1"),
-    ("budget_negative", lambda c, t: set_key(c, "defaults.prompt_budget", -5), "-5 is less than the minimum of 1"),
-    ("budget_above_pool", lambda c, t: set_key(c, "defaults.prompt_budget", 1000), "1000 prompts asked but"),
+     "<tmp>/ex.jsonl: line 1: turns[0] needs a non-empty string 'thoughts'"),
+    ("unknown_top_level_key", lambda c, t: c.update(sed=1),
+     "config key 'sed': unknown key (did you mean 'seed'?); expected one of extends, run_name, seed, seeds, "
+     "paper, base_model, benchmarks, prompts, principles, exemplars, evaluation, defaults, experiments, "
+     "resources, got 1"),
+    ("unknown_nested_key", lambda c, t: set_key(c, "defaults.train.lr", 0.1),
+     re.compile(r"config key 'defaults\.train\.lr': unknown key; expected one of init, data, method, lora, "
+                r"learning_rate, [a-z_, ]+, got 0\.1")),
+    ("rounds_wrong_type", lambda c, t: set_key(c, "experiments.soft.rounds", "three"),
+     "config key 'experiments.soft.rounds': expected an integer >= 1, got 'three'"),
+    ("rounds_zero", lambda c, t: set_key(c, "experiments.soft.rounds", 0),
+     "config key 'experiments.soft.rounds': expected an integer >= 1, got 0"),
+    ("budget_negative", lambda c, t: set_key(c, "defaults.prompt_budget", -5),
+     "config key 'defaults.prompt_budget': expected an integer >= 1, got -5"),
+    ("budget_above_pool", lambda c, t: set_key(c, "defaults.prompt_budget", 1000),
+     f"config key 'experiments.soft.prompt_budget': 1000 prompts asked but {PROMPTS} holds only 225"),
     ("rounds_above_budget", lambda c, t: set_key(c, "experiments.soft.rounds", 9),
-     "experiments.soft.rounds': 9 rounds need at least that many prompts"),
-    ("shots_above_pool", lambda c, t: set_key(c, "defaults.icl.shots", 99), "icl.shots': 99 exemplars per prompt"),
-    ("unsafe_experiment_name", lambda c, t: c["experiments"].update({"../etc": {}}), "../etc"),
-    ("reserved_experiment_name", lambda c, t: c["experiments"].update({"base_model": {}}), "base_model"),
-    ("learning_rate_zero", lambda c, t: set_key(c, "defaults.train.learning_rate", 0), "learning_rate"),
-    ("unknown_icl_mode", lambda c, t: set_key(c, "defaults.icl.mode", "shuffled"), "'shuffled' is not one of"),
-    ("overlap_above_one", lambda c, t: set_key(c, "defaults.filter.max_prompt_overlap", 1.5), "max_prompt_overlap"),
-    ("negative_gpu", lambda c, t: set_key(c, "resources.train_model.gpu", -1), "-1 is less than the minimum of 0"),
-    ("eval_limit_zero", lambda c, t: set_key(c, "evaluation.limit", 0), "limit"),
-    ("bad_sha256", lambda c, t: set_key(c, "benchmarks.sha256", "abc"), "sha256"),
+     "config key 'experiments.soft.rounds': 9 rounds need at least that many prompts, but prompt_budget is 6"),
+    ("shots_above_pool", lambda c, t: set_key(c, "defaults.icl.shots", 99),
+     f"config key 'experiments.soft.icl.shots': 99 exemplars per prompt but {EXEMPLARS} holds only 24"),
+    ("unsafe_experiment_name", lambda c, t: c["experiments"].update({"../etc": {}}),
+     "config key 'experiments.../etc': expected a name matching ^[A-Za-z][A-Za-z0-9_-]*$, got '../etc'"),
+    ("reserved_experiment_name", lambda c, t: c["experiments"].update({"base_model": {}}),
+     "config key 'experiments.base_model': expected a name other than base_model, prompt_pool, tables, "
+     "figures, paper, bench (reserved), got 'base_model'"),
+    ("learning_rate_zero", lambda c, t: set_key(c, "defaults.train.learning_rate", 0),
+     "config key 'defaults.train.learning_rate': expected a number > 0, got 0"),
+    ("unknown_icl_mode", lambda c, t: set_key(c, "defaults.icl.mode", "shuffled"),
+     "config key 'defaults.icl.mode': expected one of 'fixed', 'random', 'growing', got 'shuffled'"),
+    ("overlap_above_one", lambda c, t: set_key(c, "defaults.filter.max_prompt_overlap", 1.5),
+     "config key 'defaults.filter.max_prompt_overlap': expected a number >= 0 and <= 1, got 1.5"),
+    ("negative_gpu", lambda c, t: set_key(c, "resources.train_model.gpu", -1),
+     "config key 'resources.train_model.gpu': expected an integer >= 0, got -1"),
+    ("eval_limit_zero", lambda c, t: set_key(c, "evaluation.limit", 0),
+     "config key 'evaluation.limit': expected an integer >= 1 or null, got 0"),
+    ("bad_sha256", lambda c, t: set_key(c, "benchmarks.sha256", "abc"),
+     "config key 'benchmarks.sha256': expected a string matching ^[0-9a-f]{64}$, got 'abc'"),
+    ("long_value_shortened", lambda c, t: set_key(c, "defaults.train", "x" * 500),
+     "config key 'defaults.train': expected a mapping, got '" + "x" * 56 + "..."),
     ("moved_key", lambda c, t: set_key(c, "defaults.generation.shots", 1),
-     "'defaults.generation.shots' has moved: set 'defaults.icl.shots' instead"),
+     "config key 'defaults.generation.shots' has moved: set 'defaults.icl.shots' instead"),
     ("impossible_curriculum", lambda c, t: set_key(c, "experiments.soft.curriculum", {"order": "easy_to_hard", "scorer": "previous"}),
-     "experiments.soft.curriculum.scorer"),
-    ("qlora_without_gpu", lambda c, t: set_key(c, "defaults.train.method", "qlora"), "qlora needs a GPU"),
-    ("missing_extends_file", lambda c, t: c.update(extends=str(t / "base.yaml")), "config key 'extends'"),
-    ("bad_run_name", lambda c, t: c.update(run_name="a/b"), "run_name"),
+     "config key 'experiments.soft.curriculum.scorer': scope across_rounds sorts the prompt pool before round 1, "
+     "when only the base model exists; set scorer: base, or scope: within_round"),
+    ("qlora_without_gpu", lambda c, t: set_key(c, "defaults.train.method", "qlora"),
+     "config key 'experiments.soft.train.method': qlora needs a GPU, but resources.train_model.gpu is 0"),
+    ("missing_extends_file", lambda c, t: c.update(extends=str(t / "base.yaml")),
+     "config key 'extends': <tmp>/base.yaml not found"),
+    ("bad_run_name", lambda c, t: c.update(run_name="a/b"),
+     "config key 'run_name': expected a string matching ^[A-Za-z][A-Za-z0-9_-]*$ or null, got 'a/b'"),
     ("missing_question_types", lambda c, t: c.update(prompts={"source": "self_instruct", "question_types": str(t / "qt.yaml")}),
-     "qt.yaml: file not found"),
-    ("unknown_prompt_source", lambda c, t: c.update(prompts={"source": "web"}), "prompts"),
+     "<tmp>/qt.yaml: file not found"),
+    ("unknown_prompt_source", lambda c, t: c.update(prompts={"source": "web"}),
+     "config key 'prompts.source': expected one of 'file', 'self_instruct', 'hub', got 'web'"),
+    ("prompts_wrong_type", lambda c, t: c.update(prompts=5),
+     "config key 'prompts': expected a string or a mapping, got 5"),
+    ("missing_required_key", lambda c, t: c["base_model"]["source"].pop("path"),
+     "config key 'base_model.source.path': expected a string (required), got nothing"),
     ("missing_validation_file", lambda c, t: set_key(c, "defaults.early_stop", {"validation": str(t / "val.jsonl")}),
-     "experiments.soft.early_stop.validation': " ),
+     "config key 'experiments.soft.early_stop.validation': <tmp>/val.jsonl: file not found"),
     ("validation_metric_for_jsonl", lambda c, t: set_key(c, "defaults.early_stop", {
-        "validation": file_with(t, "val.jsonl", "{}\n"), "metric": "acc_norm"}), "a preference JSONL gives margin or acc"),
+        "validation": file_with(t, "val.jsonl", "{}\n"), "metric": "acc_norm"}),
+     "config key 'experiments.soft.early_stop.metric': a preference JSONL gives margin or acc, not 'acc_norm'"),
     ("missing_probe_prompts", lambda c, t: set_key(c, "evaluation.probe", {"prompts": str(t / "probe.jsonl")}),
-     "probe.jsonl: file not found"),
+     "<tmp>/probe.jsonl: file not found"),
     ("judge_without_probe", lambda c, t: set_key(c, "evaluation.judge", {"kind": "local"}),
-     "evaluation.probe.prompts, which is null"),
+     "config key 'evaluation.judge.kind': the judge compares answers to evaluation.probe.prompts, which is null"),
     ("judge_key_variable_unset", lambda c, t: c["evaluation"].update(
         probe={"prompts": file_with(t, "probe.jsonl", valid_lines(2))},
         judge={"kind": "endpoint", "url": "http://127.0.0.1:9/v1/chat/completions", "model": "m",
                "api_key_env": "SOFT_TEST_UNSET_KEY_VARIABLE"}),
-     "environment variable SOFT_TEST_UNSET_KEY_VARIABLE is not set"),
+     "config key 'evaluation.judge.api_key_env': environment variable SOFT_TEST_UNSET_KEY_VARIABLE is not set"),
     ("judge_unknown_reference", lambda c, t: c["evaluation"].update(
         probe={"prompts": file_with(t, "probe.jsonl", valid_lines(2))}, judge={"kind": "local", "reference": "nope"}),
-     "no experiment named 'nope'"),
+     "config key 'evaluation.judge.reference': no experiment named 'nope' (experiments: soft)"),
 ]
+
+
+def expected_line(message: str | re.Pattern, tmp: Path) -> str | re.Pattern:
+    if isinstance(message, re.Pattern):
+        return re.compile("invalid configuration: " + message.pattern)
+    return "invalid configuration: " + message.replace("<tmp>", str(tmp))
 
 
 @pytest.mark.parametrize("name,breaks,message", CASES, ids=[c[0] for c in CASES])
@@ -116,12 +157,7 @@ def test_bad_input_stops_before_any_job(tmp_path, name, breaks, message):
     cfg = yaml.safe_load(cfg_path.read_text())
     breaks(cfg, tmp_path)
     cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    proc = dry_run(tmp_path, cfg_path)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode != 0, f"{name}: accepted\n{out[-2000:]}"
-    assert message in out, f"{name}: message lacks {message!r}\n{out[-2000:]}"
-    assert TRACEBACK not in out, out[-3000:]
-    assert "rule split_prompts" not in out and "localrule all" not in out  # no job was planned
+    assert_refused(dry_run(tmp_path, cfg_path), expected_line(message, tmp_path))
 
 
 def test_the_matrix_is_large_enough():
@@ -131,5 +167,3 @@ def test_the_matrix_is_large_enough():
 def test_the_unbroken_config_passes(tmp_path):
     proc = dry_run(tmp_path, write_config(tmp_path, {"soft": {"rounds": 2}}))
     assert proc.returncode == 0, proc.stderr[-2000:]
-
-

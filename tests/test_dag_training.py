@@ -1,7 +1,7 @@
 """Dry-run DAG tests of the training readings: which data and which model each round uses."""
 
 import pytest
-from test_dag import BASE, dry_run, parse_jobs, write_config
+from test_dag import BASE, dry_run, fresh_workdir, parse_jobs, repo_config_dry_run, write_config
 
 
 @pytest.mark.parametrize("data_mode", ["current", "cumulative"])
@@ -80,17 +80,10 @@ def test_qlora_without_a_gpu_fails_at_dag_build(tmp_path):
     ("icl_diversity", {"icl_fixed", "soft", "icl_growing"}),
     ("self_instruct", {"soft_self_instruct"}),
 ])
-def test_ablation_configs_build_their_own_grid_and_tables(name, experiments):
-    """Run from the repository, as a user would (`extends` is relative to it); the
-    --forceall listing shows every job whether or not the repo already holds results."""
-    import subprocess
-    import sys
-
-    from test_dag import REPO
-
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "--configfile", f"config/experiments/{name}.yaml",
-                           "--cores", "2", "--dry-run", "--forceall"],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
+def test_ablation_configs_build_their_own_grid_and_tables(tmp_path, name, experiments):
+    """Run from a copy of the repository's config/, as a user would from the clone
+    (`extends` is relative to it); nothing the checkout holds is read."""
+    proc = repo_config_dry_run(fresh_workdir(tmp_path), "--configfile", f"config/experiments/{name}.yaml")
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = jobs_by_rule(proc)
     assert {j["wildcards"]["exp"] for j in jobs["train_model"]} == experiments
@@ -127,20 +120,10 @@ def test_early_stop_plans_the_chain_only_up_to_the_first_open_validation(tmp_pat
     assert planned("decide_next_round", "soft") == [1]
 
 
-def _repo_dry_run(*args):
-    import subprocess
-    import sys
-
-    from test_dag import REPO
-
-    return subprocess.run([sys.executable, "-m", "snakemake", *args, "--cores", "2", "--dry-run", "--forceall"],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
-
-
-def test_paper_config_builds_the_paper_scale_dag():
+def test_paper_config_builds_the_paper_scale_dag(tmp_path):
     """config/experiments/paper.yaml: Llama-2-7b from the hub, vLLM, QLoRA on one GPU per
     job, Dolly prompts from the hub, three seeds, the main grid and both ablations."""
-    proc = _repo_dry_run("paper", "--configfile", "config/experiments/paper.yaml")
+    proc = repo_config_dry_run(fresh_workdir(tmp_path), "paper", "--configfile", "config/experiments/paper.yaml")
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = jobs_by_rule(proc)
     runs = {j["wildcards"]["exp"] for j in jobs["generate_responses"]}
@@ -159,8 +142,9 @@ def test_paper_config_builds_the_paper_scale_dag():
     assert "results/paper/paper_llama2_7b/ablation_training_order.png" in jobs["plot_paper_figures"][0]["output"]
 
 
-def test_default_paper_target_adds_the_ablations_to_the_grid():
-    proc = _repo_dry_run("paper")
+def test_default_paper_target_adds_the_ablations_to_the_grid(tmp_path):
+    workdir = fresh_workdir(tmp_path)
+    proc = repo_config_dry_run(workdir, "paper")
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = jobs_by_rule(proc)
     assert {j["wildcards"]["exp"] for j in jobs["generate_responses"]} == {
@@ -169,5 +153,5 @@ def test_default_paper_target_adds_the_ablations_to_the_grid():
     for stem in ("benchmarks", "metric_vs_round", "collapse", "ablation_icl_diversity", "ablation_training_order"):
         assert f"results/paper/{stem}.png" in outputs and f"results/paper/{stem}.pdf" in outputs
     # `all` stays the grid
-    plain = jobs_by_rule(_repo_dry_run())
+    plain = jobs_by_rule(repo_config_dry_run(workdir))
     assert {j["wildcards"]["exp"] for j in plain["generate_responses"]} == {"single_round", "soft", "soft_plus"}

@@ -3,8 +3,11 @@ single-round vs 3-round SOFT and SOFT+ with validation-based early stop, collaps
 diagnostics and the local judge (about 16 minutes on 2 cores at commit e309b51, where both
 chains stop after round 2; up to about 35 when every round runs). Run with `make test-embedded`.
 
-It runs the repository's own default config in the repository itself, exactly as a user's
-`make run` does, so a second run after `make run` finds nothing to do.
+It runs the repository's own default config in a fresh folder holding only a copy of
+config/ (as a fresh clone's `make run` would): the model and benchmarks are prepared and
+every round runs, whatever results, resources or Snakemake records the checkout already
+holds from an earlier `make run`. test_embedded_run_plans_every_job checks that setup
+with a dry run, in seconds, and is not marked embedded.
 """
 
 import json
@@ -13,17 +16,30 @@ import sys
 
 import pandas as pd
 import pytest
-from conftest import REPO
-
-pytestmark = pytest.mark.embedded
+from test_dag import SNAKEFILE, fresh_workdir, parse_job_stats
 
 
-def test_default_run_writes_table_and_figure():
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "all"], cwd=REPO,
-                          capture_output=True, text=True, timeout=3600)
+def test_embedded_run_plans_every_job(tmp_path):
+    """The embedded run's folder holds no result: its dry run (without --forceall) plans
+    the base model, the benchmarks and the first round of every experiment."""
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory",
+           str(fresh_workdir(tmp_path)), "--cores", "2", "--dry-run"]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    stats = parse_job_stats(proc.stdout + proc.stderr)
+    assert stats["prepare_base_model"] == 1 and stats["fetch_benchmarks"] == 1
+    assert stats["train_model"] >= 3  # round 1 of single_round, soft and soft_plus at least
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".snakemake", "config"]  # nothing else was there
+
+
+@pytest.mark.embedded
+def test_default_run_writes_table_and_figure(tmp_path):
+    run = fresh_workdir(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory",
+                           str(run), "--cores", "all"], cwd=run, capture_output=True, text=True, timeout=3600)
     assert proc.returncode == 0, proc.stderr[-8000:]
-    df = pd.read_csv(REPO / "results/tables/metrics.csv")
-    stops = {exp: json.loads((REPO / f"results/{exp}/stop.json").read_text())
+    df = pd.read_csv(run / "results/tables/metrics.csv")
+    stops = {exp: json.loads((run / f"results/{exp}/stop.json").read_text())
              for exp in ("single_round", "soft", "soft_plus")}
     for exp, stop in stops.items():
         assert stop["early_stop"] and stop["validation"] == "validation.jsonl"
@@ -42,10 +58,10 @@ def test_default_run_writes_table_and_figure():
     base = hhh[hhh["round"] == 0].value
     assert base.nunique() == 1  # round 0 is one shared evaluation
     for name in ("metric_vs_round.png", "collapse.png"):
-        assert (REPO / "results/figures" / name).stat().st_size > 20_000
+        assert (run / "results/figures" / name).stat().st_size > 20_000
     for exp, stop in stops.items():
         for k in range(1, stop["rounds_run"] + 1):
-            stats = pd.read_json(REPO / f"results/{exp}/data/round{k}_filter.json", typ="series")
+            stats = pd.read_json(run / f"results/{exp}/data/round{k}_filter.json", typ="series")
             assert stats["kept"] > 0
     # the signals beside lm-eval's: validation and diagnostics at every point, the judge
     # at every trained round (against the base and, for the chains, the single round)
@@ -56,5 +72,5 @@ def test_default_run_writes_table_and_figure():
     judged = df[(df.task == "judge_vs_round0") & (df.metric == "win_rate")]
     assert len(judged) == n_points - 3 and judged.value.between(0, 1).all()
     assert set(df[df.task == "judge_vs_single_round"].experiment) == {"soft", "soft_plus"}
-    scores = pd.read_json(REPO / "results/soft_plus/curriculum/pool_scores.jsonl", lines=True)
+    scores = pd.read_json(run / "results/soft_plus/curriculum/pool_scores.jsonl", lines=True)
     assert len(scores) == 48 and scores.nll.between(0.1, 20).all()

@@ -110,3 +110,52 @@ def test_sliding_window_models_keep_the_dynamic_cache(tmp_path):
     greedy = GenerationSettings(temperature=0.0, max_new_tokens=6, batch_size=2, max_prompt_tokens=4096)
     assert generate_hf(model, tok, texts, greedy, seed=0) == generate_hf(model, tok, texts, greedy, seed=0,
                                                                         reuse_prefix=False)
+
+
+@pytest.fixture(scope="module")
+def decisive(tiny):
+    """The tiny model with its weights redrawn at std 0.1. At its own init (std 0.02) the
+    residual stream is almost all token embedding: greedy decoding writes one token over
+    and over whatever the attention sees, so attending to the padding by mistake changes
+    no token (seen: "??????????" either way). Here it changes most of them."""
+    import copy
+
+    tok, model = tiny
+    model = copy.deepcopy(model)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" not in name:
+                p.normal_(0.0, 0.1)
+    return tok, model
+
+
+@pytest.mark.parametrize("reuse_prefix", [True, False], ids=["prefix_cache", "whole_prompts"])
+def test_batched_padded_static_cache_gives_the_tokens_of_stock_generate(decisive, reuse_prefix):
+    """Three prompts of different lengths in one batch: generate_hf pads them (between the
+    shared prefix and each remainder, or on the left without the prefix cache) and decodes
+    into the static cache; stock `generate` on each prompt alone, unpadded, with its
+    default dynamic cache, must give the same greedy tokens, and so must stock `generate`
+    on the same three left-padded."""
+    from soft.generate import STOP_STRINGS
+
+    tok, model = decisive
+    prompts = [PROMPTS[4], PROMPTS[1], PROMPTS[3]]
+    texts = [r["text"] for r in plan_requests(prompts, PRINCIPLES, EXEMPLARS, IclSettings("fixed", 1, None), 0)]
+    _, rests = encode_split(tok, texts, shared_prefix(texts))
+    assert len({len(r) for r in rests}) == 3  # three widths: every row but the longest is padded
+    n_new = 10
+    greedy = GenerationSettings(temperature=0.0, max_new_tokens=n_new, batch_size=3, max_prompt_tokens=4096)
+    ours = generate_hf(model, tok, texts, greedy, seed=0, reuse_prefix=reuse_prefix)
+
+    def stock(batch: list[str]) -> list[str]:
+        enc = tok(batch, return_tensors="pt", padding=True)  # the tokenizer pads on the left
+        with torch.inference_mode():
+            out = model.generate(**enc, do_sample=False, max_new_tokens=n_new, stop_strings=STOP_STRINGS,
+                                 tokenizer=tok, pad_token_id=tok.pad_token_id)
+        return [tok.decode(row, skip_special_tokens=True) for row in out[:, enc.input_ids.shape[1]:]]
+
+    alone = [stock([t])[0] for t in texts]
+    assert ours == alone
+    assert stock(texts) == alone
+    assert len(set(ours)) == 3 and all(len(set(a)) > 2 for a in ours)  # tokens that depend on the prompt

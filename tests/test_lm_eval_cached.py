@@ -93,6 +93,81 @@ def test_several_groups_share_batches_and_long_requests_fall_back(model_dir):
     assert st["groups"] >= 3 and st["cached_requests"] >= 6 and st["cached_requests"] < len(reqs)
 
 
+@pytest.fixture(scope="module")
+def bench_dir(tmp_path_factory):
+    """The benchmark folder the workflow writes (every task of soft.benchmarks.ALL_TASKS),
+    converted from the tiny BIG-bench sdist."""
+    from soft.benchmarks import prepare_benchmarks
+
+    d = tmp_path_factory.mktemp("bench")
+    sha = make_tiny_bigbench(d / "bb.tar.gz")
+    prepare_benchmarks("bigbench==1.0.0", sha, d / "bench", d / "w", 0, sdist=d / "bb.tar.gz")
+    return d / "bench"
+
+
+@pytest.fixture(scope="module")
+def decisive_model_dir(model_dir, tmp_path_factory):
+    """The tiny model with its weights redrawn at std 0.1: at its own init (std 0.02) the
+    log-probabilities hardly depend on attention, so a wrong position or mask moves a
+    score by about 1e-3 only; here it moves it by far more than the 1e-4 tolerance."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path_factory.mktemp("decisive") / "m"
+    shutil.copytree(model_dir, out)
+    model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" not in name:
+                p.normal_(0.0, 0.1)
+    model.save_pretrained(out, safe_serialization=True)
+    return out
+
+
+def _task_requests(bench_dir, task: str) -> list:
+    """The loglikelihood requests lm-eval builds for one task: one per (document, choice)."""
+    from lm_eval.tasks import get_task_dict
+
+    from soft.evaluate import task_manager
+
+    task_obj = get_task_dict([task], task_manager(bench_dir, [task]))[task]
+    task_obj.build_all_requests(limit=None, rank=0, world_size=1)
+    assert task_obj.instances and all(i.request_type == "loglikelihood" for i in task_obj.instances)
+    return task_obj.instances
+
+
+def _all_tasks():
+    from soft.benchmarks import ALL_TASKS
+
+    return ALL_TASKS
+
+
+# Every benchmark task the workflow writes (soft.benchmarks.ALL_TASKS): a task added
+# there is compared here without touching this test.
+@pytest.mark.parametrize("task", _all_tasks())
+def test_every_task_request_scores_like_stock(decisive_model_dir, bench_dir, task):
+    """Per request, not per accuracy: HHH, TruthfulQA MC1 and MC2 log-likelihoods (and
+    greedy flags) of soft-hf-cached equal stock hf's within 1e-4, at a batch size that
+    mixes documents (and their prefix groups) in one batch."""
+    from soft.lm_eval_cached import CachedPrefixHFLM
+
+    requests = _task_requests(bench_dir, task)
+    stock, _ = _models(decisive_model_dir, 4)
+    # The tiny tasks' shared starts are shorter than the real ones: a low min_prefix puts
+    # every document's choices through the cached path.
+    cached = CachedPrefixHFLM(pretrained=str(decisive_model_dir), dtype="float32", batch_size=4, device="cpu",
+                              min_prefix=4)
+    got_stock, got_cached = stock.loglikelihood(requests), cached.loglikelihood(requests)
+    assert len(got_stock) == len(requests) == len(got_cached)
+    diffs = [abs(a[0] - b[0]) for a, b in zip(got_stock, got_cached)]
+    assert max(diffs) < 1e-4, (task, max(diffs))
+    assert [g for _, g in got_stock] == [g for _, g in got_cached]
+    assert cached.scoring_stats["cached_requests"] == len(requests), cached.scoring_stats  # all went the cached way
+
+
 def test_simple_evaluate_truthfulqa_same_accuracy(model_dir, tmp_path):
     from soft.benchmarks import prepare_benchmarks
     from soft.evaluate import run_lm_eval

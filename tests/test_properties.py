@@ -95,6 +95,7 @@ def test_config_with_any_value_anywhere_loads_or_names_the_key(key_path, value):
         load(config)
     except SoftError as e:
         assert "config key" in str(e) or ".jsonl" in str(e) or ".yaml" in str(e), str(e)
+        assert "\n" not in str(e) and len(str(e)) < 600, str(e)  # one line, never the value or schema dumped
 
 
 @FAST

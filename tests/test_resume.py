@@ -5,6 +5,7 @@ only once complete, and the result equals an uninterrupted run's."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -59,7 +60,12 @@ def test_killed_training_resumes_from_its_checkpoint(tmp_path):
     snakemake(killed, cfg, "--unlock")
     snakemake(killed, cfg, MODEL)
     log = (killed / "logs/soft/train_model/round1.log").read_text()
-    assert "resuming from results/soft/train_work/round1/checkpoint-" in log
+    resumed = re.findall(r"resuming from results/soft/train_work/round1/checkpoint-(\d+)", log)
+    assert len(resumed) == 1 and int(resumed[0]) >= step, log[-3000:]
+    # The rerun ran only the optimiser steps after its checkpoint: a silent restart from
+    # scratch would end at the same weights and the same global step, but run all 180.
+    done = re.findall(r"done: (\d+) steps \((\d+) run by this job\)", log)
+    assert done == [("180", str(180 - int(resumed[0])))], log[-3000:]
     card = read_json(killed / MODEL / "soft_model_card.json")
     assert card["train_metrics"]["steps"] == 180
     assert not (killed / WORK).exists()  # checkpoints go once the model is saved
@@ -68,6 +74,7 @@ def test_killed_training_resumes_from_its_checkpoint(tmp_path):
     clean = tmp_path / "clean"
     clean.mkdir()
     snakemake(clean, tiny_config(clean, experiments=EXPERIMENTS), MODEL)
+    assert "done: 180 steps (180 run by this job)" in (clean / "logs/soft/train_model/round1.log").read_text()
     a = load_file(next((killed / MODEL).glob("*.safetensors")))
     b = load_file(next((clean / MODEL).glob("*.safetensors")))
     assert a.keys() == b.keys()

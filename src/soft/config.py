@@ -8,6 +8,7 @@ module turns it into one fully resolved settings dict per experiment (schema def
 from __future__ import annotations
 
 import copy
+import difflib
 import hashlib
 import json
 import os
@@ -18,6 +19,7 @@ import jsonschema
 import yaml
 
 from soft.errors import SoftError
+from soft.io import yaml_problem
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema" / "config.schema.yaml"
 # Round 0's evaluation lives under this name, shared by every experiment.
@@ -29,26 +31,138 @@ def load_schema(path: Path = SCHEMA_PATH) -> dict:
 
 
 def validate_schema(config: dict, schema: dict | None = None) -> None:
-    """Raise SoftError naming the first offending key path."""
+    """Raise SoftError naming the first offending key path, what the schema expects there
+    and the value found (shortened): one line, never the schema or the config itself."""
     check_moved_keys(config)
     schema = schema or load_schema()
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
-        err = errors[0]
-        # oneOf errors hide the useful message in their context: take the branch whose
-        # `const` discriminator (e.g. source.kind) matched and whose type fits (`prompts`
-        # is a string or a mapping), else the closest error.
-        if err.context:
-            branches: dict = {}
-            for e in err.context:
-                branches.setdefault(e.relative_schema_path[0], []).append(e)
-            matching = [b for b in branches.values() if not any(
-                e.validator == "const" or (e.validator == "type" and not e.relative_path) for e in b)]
-            candidates = matching[0] if len(matching) == 1 else err.context
-            err = min(candidates, key=lambda e: (len(e.absolute_path) * -1, len(e.message)))
-        key = ".".join(str(p) for p in err.absolute_path) or "(top level)"
-        raise SoftError(f"config key '{key}': {err.message}")
+        raise SoftError(describe_schema_error(errors[0]))
+
+
+# How each JSON schema type reads in a message.
+_TYPE_NAMES = {"integer": "an integer", "number": "a number", "string": "a string", "boolean": "true or false",
+               "object": "a mapping", "array": "a list", "null": "null"}
+_BOUNDS = (("minimum", ">="), ("exclusiveMinimum", ">"), ("maximum", "<="), ("exclusiveMaximum", "<"))
+
+
+def short_value(value: Any, limit: int = 60) -> str:
+    """A config value as one short line: strings quoted, YAML spellings for true/false/null,
+    containers as compact JSON cut at `limit` characters."""
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif value is None:
+        text = "null"
+    elif isinstance(value, (str, int, float)):
+        text = repr(value)
+    else:
+        text = json.dumps(value, default=str, ensure_ascii=False)
+    return _cut(text, limit)
+
+
+def _cut(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _key(path) -> str:
+    return "config key '" + ".".join(str(p) for p in path) + "'" if path else "the config"
+
+
+def describe_expected(node: dict) -> str:
+    """What a schema node accepts, in words: type, bounds, allowed values, pattern."""
+    if "enum" in node:
+        return "one of " + ", ".join(short_value(v) for v in node["enum"])
+    if "const" in node:
+        return short_value(node["const"])
+    if "oneOf" in node:
+        return _either(node["oneOf"])
+    types = _types(node)
+    desc = " or ".join(_TYPE_NAMES[t] for t in types if t != "null") or "a value"
+    bounds = [f"{op} {node[k]}" for k, op in _BOUNDS if k in node]
+    if bounds:
+        desc += " " + " and ".join(bounds)
+    if node.get("minLength") == 1:
+        desc = desc.replace("a string", "a non-empty string")
+    elif "minLength" in node:
+        desc += f" of at least {node['minLength']} characters"
+    if "minItems" in node:
+        desc += f" of at least {node['minItems']} item{'s' if node['minItems'] != 1 else ''}"
+    if "minProperties" in node:
+        desc += f" with at least {node['minProperties']} entr{'ies' if node['minProperties'] != 1 else 'y'}"
+    if node.get("uniqueItems"):
+        desc += " without repeats"
+    if "pattern" in node:
+        desc += f" matching {node['pattern']}"
+    if "null" in types:
+        desc += " or null"
+    return desc
+
+
+def _types(node: dict) -> list[str]:
+    types = node.get("type") or []
+    return [types] if isinstance(types, str) else list(types)
+
+
+def _either(branches: list[dict]) -> str:
+    """The types a oneOf accepts, each named once (three mapping variants read 'a mapping')."""
+    types = list(dict.fromkeys(t for b in branches for t in _types(b)))
+    return " or ".join(_TYPE_NAMES[t] for t in types) or "a value"
+
+
+def _one_of_branch(err: jsonschema.ValidationError) -> jsonschema.ValidationError | str:
+    """A oneOf error hides the useful message in its context: the failure inside the branch
+    whose discriminator (a `const`, e.g. source.kind) matched and whose type fits; or, when
+    no branch's discriminator matched, one message listing the discriminator's values."""
+    branches: dict = {}
+    for e in err.context:
+        branches.setdefault(e.relative_schema_path[0], []).append(e)
+    root_type = [b for b in branches.values() if any(e.validator == "type" and not e.relative_path for e in b)]
+    if len(root_type) == len(branches):  # the value's type fits no branch
+        return f"{_key(err.absolute_path)}: expected {_either(err.validator_value)}, got {short_value(err.instance)}"
+    consts = [e for b in branches.values() for e in b if e.validator == "const" and len(e.relative_path) == 1]
+    if consts and len(consts) + len(root_type) == len(branches) and len({e.relative_path[0] for e in consts}) == 1:
+        where = list(err.absolute_path) + [consts[0].relative_path[0]]
+        return (f"{_key(where)}: expected one of {', '.join(short_value(e.validator_value) for e in consts)}, "
+                f"got {short_value(consts[0].instance)}")
+    matching = [b for b in branches.values() if not any(
+        e.validator == "const" or (e.validator == "type" and not e.relative_path) for e in b)]
+    candidates = matching[0] if len(matching) == 1 else err.context
+    return min(candidates, key=lambda e: (len(e.absolute_path) * -1, len(e.message)))
+
+
+def describe_schema_error(err: jsonschema.ValidationError) -> str:
+    """One line for a schema violation: `config key 'a.b': expected ..., got ...`."""
+    while err.validator == "oneOf" and err.context:
+        chosen = _one_of_branch(err)
+        if isinstance(chosen, str):
+            return chosen
+        err = chosen
+    path, kind, node = list(err.absolute_path), err.validator, err.schema
+    if "propertyNames" in err.schema_path:
+        # the instance is the offending name itself, one level below the mapping
+        if kind == "not":
+            reserved = ", ".join(str(v) for v in err.validator_value.get("enum", []))
+            expected = f"a name other than {reserved} (reserved)"
+        else:
+            expected = f"a name matching {err.validator_value}"
+        return f"{_key(path + [err.instance])}: expected {expected}, got {short_value(err.instance)}"
+    extra = [k for k in err.instance if k not in node.get("properties", {})] if kind == "additionalProperties" else []
+    if extra:
+        allowed = list(node.get("properties", {}))
+        hint = difflib.get_close_matches(str(extra[0]), allowed, n=1, cutoff=0.75)
+        hint = f" (did you mean '{hint[0]}'?)" if hint else ""
+        return (f"{_key(path + [extra[0]])}: unknown key{hint}; expected one of "
+                f"{', '.join(allowed)}, got {short_value(err.instance[extra[0]])}")
+    if kind == "required":
+        missing = next(r for r in err.validator_value if r not in err.instance)
+        expected = describe_expected(node.get("properties", {}).get(missing, {}))
+        return f"{_key(path + [missing])}: expected {expected} (required), got nothing"
+    if kind in ("type", "enum", "const", "pattern", "minLength", "minItems", "minProperties", "uniqueItems") \
+            or kind in dict(_BOUNDS):
+        return f"{_key(path)}: expected {describe_expected(node)}, got {short_value(err.instance)}"
+    return f"{_key(path)}: {_cut(err.message, 200)}"
 
 
 def schema_defaults(node: dict, defs: dict) -> Any:
@@ -113,7 +227,7 @@ def extend_config(config: dict) -> dict:
     try:
         base = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
-        raise SoftError(f"{base_path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        raise SoftError(yaml_problem(base_path, e)) from None
     if not isinstance(base, dict):
         raise SoftError(f"{base_path}: expected a mapping at the top level")
     if "extends" in base:
@@ -207,7 +321,7 @@ def included_experiments(config: dict, paper: dict, schema: dict | None = None) 
         try:
             other = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as e:
-            raise SoftError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+            raise SoftError(yaml_problem(path, e)) from None
         if not isinstance(other, dict) or not isinstance(other.get("experiments"), dict):
             raise SoftError(f"{key}: {path} has no experiments")
         extra = sorted(set(other) - INCLUDABLE_KEYS)

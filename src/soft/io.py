@@ -178,3 +178,13 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def yaml_problem(path: str | os.PathLike, error: Exception) -> str:
+    """`file: line L, column C: not valid YAML (problem)` on one line. PyYAML's own text
+    spans several lines and quotes the source around the mark; the line and column name
+    the place."""
+    mark = getattr(error, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    return f"{path}: {where}not valid YAML ({problem})"

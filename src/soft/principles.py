@@ -33,7 +33,7 @@ from pathlib import Path
 import yaml
 
 from soft.errors import SoftError
-from soft.io import read_jsonl
+from soft.io import read_jsonl, yaml_problem
 
 USER_TAG = "User:"
 THOUGHTS_TAG = "Assistant (internal thoughts):"
@@ -61,7 +61,7 @@ def load_principles(path: str | Path) -> Principles:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise SoftError(f"{path}: not valid YAML ({e})") from None
+        raise SoftError(yaml_problem(path, e)) from None
     if not isinstance(data, dict):
         raise SoftError(f"{path}: expected a mapping with self_id, intro, principles, system_prompt")
     for key in ("self_id", "intro", "system_prompt"):

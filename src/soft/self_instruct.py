@@ -22,6 +22,7 @@ from pathlib import Path
 import yaml
 
 from soft.errors import SoftError
+from soft.io import yaml_problem
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ def load_question_types(path: str | Path) -> list[QuestionType]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
-        raise SoftError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        raise SoftError(yaml_problem(path, e)) from None
     types = data.get("types") if isinstance(data, dict) else None
     if not isinstance(types, list) or not types:
         raise SoftError(f"{path}: expected a non-empty list under 'types'")

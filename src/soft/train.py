@@ -195,6 +195,26 @@ def merged_model(trainer, method: str, init_dir: str | Path, work_dir: Path):
     return PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
 
 
+# Metrics about this job's history (was it resumed, how many optimiser steps did it run
+# itself), logged but kept off the model card: the card is the same, killed or not.
+JOB_HISTORY = ("resumed_from_step", "steps_run")
+
+
+def step_counter():
+    """A Trainer callback counting the optimiser steps this process runs: after a resume,
+    fewer than the run's total. The proof that a resume skipped the steps already done
+    (a restart from scratch ends with the same weights and the same global step)."""
+    from transformers import TrainerCallback
+
+    class StepCounter(TrainerCallback):
+        steps = 0
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.steps += 1
+
+    return StepCounter()
+
+
 def train_model(records: list[dict], init_dir: str | Path, out_dir: str | Path, principles: Principles,
                 train_cfg: dict, seed: int, card: dict, work_dir: str | Path,
                 ordered: bool = False, callbacks: list | None = None) -> dict | None:
@@ -228,13 +248,14 @@ def train_model(records: list[dict], init_dir: str | Path, out_dir: str | Path, 
         resume = Path(box[0]) if box[0] else None
     tokenizer = load_tokenizer(init_dir, padding_side="right")
     model = load_init_model(init_dir, method, device)
+    counter = step_counter()
     trainer = SFTTrainer(
         model=model,
         args=sft_config(train_cfg, work_dir, seed, device, len(records), ordered, world_size),
         train_dataset=build_dataset(records, principles, tokenizer, train_cfg),
         processing_class=tokenizer,
         peft_config=lora_config(train_cfg["lora"]) if method in ("lora", "qlora") else None,
-        callbacks=callbacks,
+        callbacks=[*(callbacks or []), counter],
     )
     if device == "cpu":
         from soft.cpu_dropout import use_cpu_dropout
@@ -250,10 +271,12 @@ def train_model(records: list[dict], init_dir: str | Path, out_dir: str | Path, 
     if not trainer.is_world_process_zero():
         return None
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    log.info("done: %d steps, loss %.4f -> %.4f", result.global_step, losses[0], losses[-1])
+    log.info("done: %d steps (%d run by this job), loss %.4f -> %.4f", result.global_step, counter.steps,
+             losses[0], losses[-1])
     model = merged_model(trainer, method, init_dir, work_dir)
     metrics = {"steps": result.global_step, "loss_first": losses[0], "loss_last": losses[-1],
-               "losses": losses, "resumed_from_step": int(resume.name.split("-")[1]) if resume else None}
+               "losses": losses, "resumed_from_step": int(resume.name.split("-")[1]) if resume else None,
+               "steps_run": counter.steps}
     with atomic_path(out_dir, is_dir=True) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.padding_side = "left"
@@ -261,7 +284,7 @@ def train_model(records: list[dict], init_dir: str | Path, out_dir: str | Path, 
         # The resume point is a fact about this job's history, not about the model: it
         # goes to the log, so the card stays the same whether or not the job was killed.
         write_json(Path(tmp) / MODEL_CARD, {**card, "train_metrics": {k: v for k, v in metrics.items()
-                                                                      if k != "resumed_from_step"}})
+                                                                      if k not in JOB_HISTORY}})
     shutil.rmtree(work_dir, ignore_errors=True)  # checkpoints are only for resuming
     return metrics
 
