@@ -85,7 +85,6 @@ CASES = [
      "'defaults.generation.shots' has moved: set 'defaults.icl.shots' instead"),
     ("impossible_curriculum", lambda c, t: set_key(c, "experiments.soft.curriculum", {"order": "easy_to_hard", "scorer": "previous"}),
      "experiments.soft.curriculum.scorer"),
-    ("qlora_without_gpu", lambda c, t: set_key(c, "defaults.train.method", "qlora"), "qlora needs a GPU"),
     ("missing_extends_file", lambda c, t: c.update(extends=str(t / "base.yaml")), "config key 'extends'"),
     ("bad_run_name", lambda c, t: c.update(run_name="a/b"), "run_name"),
     ("missing_question_types", lambda c, t: c.update(prompts={"source": "self_instruct", "question_types": str(t / "qt.yaml")}),

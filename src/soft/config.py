@@ -270,12 +270,16 @@ def check_pool_sizes(experiments: dict[str, dict], n_prompts: int | None, n_exem
 
 
 def check_train_gpus(experiments: dict[str, dict], train_gpus: int) -> None:
-    """QLoRA needs a GPU: with resources.train_model.gpu 0 its jobs would start, after
-    hours of generation, on a machine without one. Refuse when the DAG is built."""
+    """QLoRA without a GPU trains on the CPU (bitsandbytes 0.50 has CPU 4-bit kernels): with
+    resources.train_model.gpu 0 bitsandbytes must import here, or its jobs would fail after
+    hours of generation. Checked when the DAG is built, once."""
+    from soft.train import check_bitsandbytes
+
     for name, exp in experiments.items():
         if exp["train"]["method"] == "qlora" and train_gpus < 1:
-            raise SoftError(f"config key 'experiments.{name}.train.method': qlora needs a GPU, but "
-                            f"resources.train_model.gpu is {train_gpus}")
+            check_bitsandbytes(f"config key 'experiments.{name}.train.method' (resources.train_model.gpu is "
+                               f"{train_gpus}, so QLoRA trains on the CPU)")
+            return
 
 
 SELF_INSTRUCT_POOL = "results/prompt_pool/self_instruct.jsonl"
