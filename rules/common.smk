@@ -123,10 +123,20 @@ def model_dir(exp, k):
 
 
 def generation_model(wildcards):
+    """Round k-1's model (generation.model: previous), or the base model in every round
+    (base: the bootstrapping control)."""
     k = round_of(wildcards)
     if k < 1:
         raise WorkflowError("generation rounds start at 1 (round 0 is the base model)")
+    if experiment(wildcards)["generation"]["model"] == "base":
+        return BASE_MODEL_DIR
     return model_dir(wildcards.exp, k - 1)
+
+
+def generation_settings(wildcards):
+    """What generate_responses does with its model. `model` is left out: it picks the job's
+    input folder (generation_model), and as a param it would rerun existing chains."""
+    return {k: v for k, v in experiment(wildcards)["generation"].items() if k != "model"}
 
 
 def train_init_model(wildcards):
