@@ -300,7 +300,12 @@ def prompt_source(config: dict, schema: dict | None = None) -> dict:
     schema = schema or load_schema()
     branch = next(b for b in schema["properties"]["prompts"]["oneOf"]
                   if b.get("properties", {}).get("source", {}).get("const") == value["source"])
-    return deep_merge(schema_defaults({"type": "object", **branch}, schema["$defs"]), value)
+    settings = deep_merge(schema_defaults({"type": "object", **branch}, schema["$defs"]), value)
+    if settings["source"] == "hub":
+        from soft.prompt_pool import check_hub_settings
+
+        check_hub_settings(settings)
+    return settings
 
 
 def prompts_file(source: dict) -> str:
