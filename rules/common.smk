@@ -32,6 +32,7 @@ from soft.principles import load_exemplars, load_principles
 from soft.prompt_pool import known_pool_size
 from soft.records import read_prompts
 from soft.self_instruct import SelfInstructSettings, count_types
+from soft.storage import storage_settings
 
 
 wildcard_constraints:
@@ -72,6 +73,7 @@ try:
     check_evaluation(EVALUATION, NAMED_EXPERIMENTS)
     check_paper(PAPER, NAMED_EXPERIMENTS)
     check_train_gpus(NAMED_EXPERIMENTS, rule_resources(config, "train_model", SCHEMA)["gpu"])
+    STORAGE = storage_settings(config, SCHEMA)
 except SoftError as e:
     raise WorkflowError(f"invalid configuration: {e}")
 
@@ -368,6 +370,13 @@ def stop_files(experiments=None):
     return [f"results/{exp}/stop.json" for exp in (GRID if experiments is None else experiments)]
 
 
+def removal_files(experiments=None):
+    """storage.keep_round_models: reported: each finished chain's removal record."""
+    if STORAGE["keep_round_models"] != "reported":
+        return []
+    return [f"results/{exp}/round_models_removed.json" for exp in (GRID if experiments is None else experiments)]
+
+
 def final_outputs():
     return [
         f"{TABLES_DIR}/metrics.csv",
@@ -377,6 +386,7 @@ def final_outputs():
         f"{FIGURES_DIR}/collapse.png",
         f"{FIGURES_DIR}/collapse.pdf",
         *stop_files(),
+        *removal_files(),
     ]
 
 
@@ -400,4 +410,5 @@ def paper_outputs():
     files = [f"{PAPER_DIR}/{name}" for name in (
         "metrics_by_seed.csv", "metrics_summary.csv", "main_table.csv", "main_table.md", "main_table.tex",
         "provenance.json")]
-    return files + [f"{PAPER_DIR}/{stem}.{ext}" for stem in paper_figures() for ext in ("png", "pdf")]
+    return (files + [f"{PAPER_DIR}/{stem}.{ext}" for stem in paper_figures() for ext in ("png", "pdf")]
+            + removal_files(PAPER_EXPERIMENTS))

@@ -183,9 +183,10 @@ def test_default_paper_target_adds_the_ablations_to_the_grid():
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = jobs_by_rule(proc)
     assert {j["wildcards"]["exp"] for j in jobs["generate_responses"]} == {
-        "single_round", "soft", "soft_plus", "icl_fixed", "icl_growing", "soft_hard_to_easy"}
+        "single_round", "soft", "soft_plus", "icl_fixed", "icl_growing", "soft_hard_to_easy", "soft_base_generator"}
     outputs = jobs["plot_paper_figures"][0]["output"]
-    for stem in ("benchmarks", "metric_vs_round", "collapse", "ablation_icl_diversity", "ablation_training_order"):
+    for stem in ("benchmarks", "metric_vs_round", "collapse", "ablation_icl_diversity", "ablation_training_order",
+                 "ablation_bootstrap_control"):
         assert f"results/paper/{stem}.png" in outputs and f"results/paper/{stem}.pdf" in outputs
     # `all` stays the grid
     plain = jobs_by_rule(_repo_dry_run())
