@@ -23,13 +23,15 @@ from soft.config import (
     rule_resources,
     seed_instances,
 )
+from soft.base_model import check_source_inputs
+from soft.benchmarks import check_local_sdist
 from soft.curriculum import is_ordered
 from soft.early_stop import validation_kind
 from soft.errors import SoftError
 from soft.icl import earlier_rounds
 from soft.io import read_json
 from soft.principles import load_exemplars, load_principles
-from soft.prompt_pool import known_pool_size
+from soft.prompt_pool import check_local_copy, known_pool_size
 from soft.records import read_prompts
 from soft.self_instruct import SelfInstructSettings, count_types
 from soft.storage import storage_settings
@@ -74,6 +76,11 @@ try:
     check_paper(PAPER, NAMED_EXPERIMENTS)
     check_train_gpus(NAMED_EXPERIMENTS, rule_resources(config, "train_model", SCHEMA)["gpu"])
     STORAGE = storage_settings(config, SCHEMA)
+    # Inputs that exist before the run, checked as their jobs would check them.
+    check_source_inputs(config["base_model"]["source"], f"resources/models/{config['base_model']['name']}")
+    check_local_sdist(config["benchmarks"], "resources/benchmarks")
+    if PROMPT_SOURCE["source"] == "hub":
+        check_local_copy(PROMPT_SOURCE, PROMPTS_FILE)
 except SoftError as e:
     raise WorkflowError(f"invalid configuration: {e}")
 

@@ -103,6 +103,33 @@ CASES = [
         judge={"kind": "endpoint", "url": "http://127.0.0.1:9/v1/chat/completions", "model": "m",
                "api_key_env": "SOFT_TEST_UNSET_KEY_VARIABLE"}),
      "environment variable SOFT_TEST_UNSET_KEY_VARIABLE is not set"),
+    # inputs that exist before the run, checked when the DAG is built as their jobs would
+    ("local_model_without_weights", lambda c, t: (t / "model_src" / "model.safetensors").unlink(),
+     "model_src: no *.safetensors weights"),
+    ("local_model_not_a_folder", lambda c, t: set_key(c, "base_model.source.path", str(t / "nowhere")),
+     "config key base_model.source.path: " ),
+    ("benchmark_sdist_missing", lambda c, t: set_key(c, "benchmarks.local_file", str(t / "bb.tar.gz")),
+     "config key 'benchmarks.local_file': "),
+    ("benchmark_sdist_wrong_sha256", lambda c, t: set_key(c, "benchmarks.local_file", file_with(t, "bb.tar.gz", "x")),
+     "sha256 mismatch"),
+    ("hub_local_copy_missing", lambda c, t: c.update(prompts={
+        "source": "hub", "dataset": "x/y", "file": "d.jsonl", "field": "instruction",
+        "local_file": str(t / "d.jsonl")}), "config key 'prompts.local_file': "),
+    ("hub_local_copy_malformed", lambda c, t: c.update(prompts={
+        "source": "hub", "dataset": "x/y", "file": "d.jsonl", "field": "instruction",
+        "local_file": file_with(t, "d.jsonl", "{not json\n")}), "d.jsonl: line 1: not valid JSON"),
+    ("malformed_validation_file", lambda c, t: set_key(c, "defaults.early_stop", {
+        "validation": file_with(t, "val.jsonl", '{"id": "v1", "prompt": "Hi?"}\n')}), "val.jsonl"),
+    ("judge_url_malformed", lambda c, t: c["evaluation"].update(
+        probe={"prompts": file_with(t, "probe.jsonl", valid_lines(2))},
+        judge={"kind": "endpoint", "url": "localhost:8000/v1/chat/completions", "model": "m"}),
+     "config key 'evaluation.judge.url': 'localhost:8000/v1/chat/completions' is not an http(s) URL"),
+    ("judge_model_without_tokenizer", lambda c, t: (
+        (t / "judge_model").mkdir(), (t / "judge_model" / "config.json").write_text("{}"),
+        (t / "judge_model" / "model.safetensors").write_text(""),
+        c["evaluation"].update(probe={"prompts": file_with(t, "probe.jsonl", valid_lines(2))},
+                               judge={"kind": "local", "model": str(t / "judge_model")})),
+     "config key 'evaluation.judge.model': "),
     ("judge_unknown_reference", lambda c, t: c["evaluation"].update(
         probe={"prompts": file_with(t, "probe.jsonl", valid_lines(2))}, judge={"kind": "local", "reference": "nope"}),
      "no experiment named 'nope'"),

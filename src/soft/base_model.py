@@ -247,6 +247,20 @@ def _check_local_folder(path: Path) -> None:
     check_model_dir(path, need_tokenizer=True)
 
 
+def check_source_inputs(source: dict, prepared_dir: str | Path) -> None:
+    """What prepare_base_model checks on an input that exists before the run, done when the
+    DAG is built: a local source folder (config.json, safetensors, tokenizer). Skipped when
+    the model is already prepared (the job will not run)."""
+    source = validate_source(source)
+    if Path(prepared_dir).is_dir() or source["kind"] != "local":
+        return
+    try:
+        _check_local_folder(Path(source["path"]))
+    except SoftError as e:
+        msg = str(e)
+        raise SoftError(msg if msg.startswith("config key") else f"config key base_model.source.path: {msg}") from None
+
+
 def _versions() -> dict[str, str]:
     import torch
     import transformers

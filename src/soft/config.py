@@ -340,15 +340,25 @@ def check_evaluation(evaluation: dict, experiments: dict[str, dict]) -> None:
         raise SoftError("config key 'evaluation.judge.kind': the judge compares answers to "
                         "evaluation.probe.prompts, which is null")
     if kind == "endpoint":
+        from soft.judge import check_endpoint_url
+
         for field in ("url", "model"):
             if not judge.get(field):
                 raise SoftError(f"config key 'evaluation.judge.{field}': needed by judge kind endpoint")
+        check_endpoint_url(judge["url"])
         # no key variable: an endpoint without authentication (a local `vllm serve`)
         if judge.get("api_key_env") and not os.environ.get(judge["api_key_env"]):
             raise SoftError(f"config key 'evaluation.judge.api_key_env': environment variable "
                             f"{judge['api_key_env']} is not set")
-    elif judge.get("model") is not None and not Path(judge["model"]).is_dir():
-        raise SoftError(f"config key 'evaluation.judge.model': {judge['model']}: model folder not found")
+    elif judge.get("model") is not None:
+        from soft.models import check_model_dir
+
+        if not Path(judge["model"]).is_dir():
+            raise SoftError(f"config key 'evaluation.judge.model': {judge['model']}: model folder not found")
+        try:  # what the judge job's loader checks, now
+            check_model_dir(judge["model"], need_tokenizer=True)
+        except SoftError as e:
+            raise SoftError(f"config key 'evaluation.judge.model': {e}") from None
     ref = judge.get("reference")
     if ref is not None and ref not in experiments:
         raise SoftError(f"config key 'evaluation.judge.reference': no experiment named {ref!r} "

@@ -65,6 +65,18 @@ def check_hub_settings(settings: dict) -> None:
                         "the categories are read from (dolly-15k's is category)")
 
 
+def check_local_copy(settings: dict, pool_path: str | os.PathLike) -> None:
+    """prompts.local_file, checked when the DAG is built as the fetch job would: it exists,
+    has the configured sha256 and is a readable data file. Skipped once the pool exists."""
+    if not settings.get("local_file") or Path(pool_path).is_file():
+        return
+    path = local_copy(settings)
+    expected = settings.get("sha256")
+    if expected and sha256_file(path) != expected.strip().lower():
+        raise SoftError(f"config key 'prompts.local_file': {path}: sha256 mismatch (config key 'prompts.sha256')")
+    read_rows(path)
+
+
 def join_context(prompt: str, context: str, fmt: str | None = None) -> str:
     """The prompt with its passage joined in; a row without a passage keeps its prompt."""
     return (fmt or CONTEXT_FORMAT).format(prompt=prompt, context=context) if context else prompt
