@@ -319,3 +319,10 @@ def test_bad_context_settings_name_the_key(over, message):
 def test_a_missing_context_field_names_the_row_and_key():
     with pytest.raises(SoftError, match=r"row 0 has no field 'passage' \(config key 'prompts.context_field'\)"):
         convert_rows(DOLLY, "instruction", context_field="passage", where="dolly")
+
+
+def test_a_local_copy_is_the_fetch_jobs_input(tmp_path):
+    src = tmp_path / "dolly.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in DOLLY))
+    plan = Plan(dry_run(tmp_path, hub_config(tmp_path, {**HUB, "local_file": str(src), "context_field": "context"})))
+    assert plan.one("fetch_prompt_pool")["input"] == [str(src)]
