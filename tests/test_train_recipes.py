@@ -113,8 +113,11 @@ def test_qlora_trains_on_the_cpu_and_saves_a_merged_model(tmp_path, tiny_model):
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
-    from soft.train import qlora_compute_dtype
+    from soft.train import load_init_model, qlora_compute_dtype
 
+    quantised = load_init_model(tiny_model, "qlora", "cpu")
+    assert sum(type(m).__name__ == "Linear4bit" for m in quantised.modules()) == 14  # 7 per layer
+    del quantised
     out = tmp_path / "out"
     metrics = train_model(records(), tiny_model, out, PRINCIPLES, {**TRAIN, "method": "qlora", "epochs": 1},
                           seed=0, card={}, work_dir=tmp_path / "work")
