@@ -257,7 +257,8 @@ def test_a_misspelt_hub_key_stops_the_dry_run(tmp_path):
 # ---------------------------------------------------------------- Dolly: passages and categories
 
 DOLLY = [  # dolly-15k's shape: instruction, context, response, category
-    {"instruction": "When did the bridge open?", "context": "The Harbour Bridge opened in 1932 after eight years of work.",
+    {"instruction": "When did the bridge open?",
+     "context": "The Harbour Bridge opened in 1932 after eight years of work.",
      "response": "In 1932.", "category": "closed_qa"},
     {"instruction": "Name three kinds of cheese.", "context": "", "response": "Brie, cheddar, gouda.",
      "category": "brainstorming"},
