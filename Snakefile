@@ -53,6 +53,7 @@ include: "rules/validate.smk"
 include: "rules/probe.smk"
 include: "rules/aggregate.smk"
 include: "rules/paper.smk"
+include: "rules/storage.smk"
 
 
 # Every rule's gpu (config, or --set-resources) against --resources gpu=N: checked now,

@@ -23,15 +23,18 @@ from soft.config import (
     rule_resources,
     seed_instances,
 )
+from soft.base_model import check_source_inputs
+from soft.benchmarks import check_local_sdist
 from soft.curriculum import is_ordered
 from soft.early_stop import validation_kind
 from soft.errors import SoftError, refuse
 from soft.icl import earlier_rounds
 from soft.io import read_json
 from soft.principles import load_exemplars, load_principles
-from soft.prompt_pool import known_pool_size
+from soft.prompt_pool import check_local_copy, known_pool_size
 from soft.records import read_prompts
 from soft.self_instruct import SelfInstructSettings, count_types
+from soft.storage import storage_settings
 
 
 wildcard_constraints:
@@ -72,6 +75,12 @@ try:
     check_evaluation(EVALUATION, NAMED_EXPERIMENTS)
     check_paper(PAPER, NAMED_EXPERIMENTS)
     check_train_gpus(NAMED_EXPERIMENTS, rule_resources(config, "train_model", SCHEMA)["gpu"])
+    STORAGE = storage_settings(config, SCHEMA)
+    # Inputs that exist before the run, checked as their jobs would check them.
+    check_source_inputs(config["base_model"]["source"], f"resources/models/{config['base_model']['name']}")
+    check_local_sdist(config["benchmarks"], "resources/benchmarks")
+    if PROMPT_SOURCE["source"] == "hub":
+        check_local_copy(PROMPT_SOURCE, PROMPTS_FILE)
 except SoftError as e:
     refuse(e, "invalid configuration")
 
@@ -123,10 +132,20 @@ def model_dir(exp, k):
 
 
 def generation_model(wildcards):
+    """Round k-1's model (generation.model: previous), or the base model in every round
+    (base: the bootstrapping control)."""
     k = round_of(wildcards)
     if k < 1:
         raise WorkflowError("generation rounds start at 1 (round 0 is the base model)")
+    if experiment(wildcards)["generation"]["model"] == "base":
+        return BASE_MODEL_DIR
     return model_dir(wildcards.exp, k - 1)
+
+
+def generation_settings(wildcards):
+    """What generate_responses does with its model. `model` is left out: it picks the job's
+    input folder (generation_model), and as a param it would rerun existing chains."""
+    return {k: v for k, v in experiment(wildcards)["generation"].items() if k != "model"}
 
 
 def train_init_model(wildcards):
@@ -358,6 +377,13 @@ def stop_files(experiments=None):
     return [f"results/{exp}/stop.json" for exp in (GRID if experiments is None else experiments)]
 
 
+def removal_files(experiments=None):
+    """storage.keep_round_models: reported: each finished chain's removal record."""
+    if STORAGE["keep_round_models"] != "reported":
+        return []
+    return [f"results/{exp}/round_models_removed.json" for exp in (GRID if experiments is None else experiments)]
+
+
 def final_outputs():
     return [
         f"{TABLES_DIR}/metrics.csv",
@@ -367,6 +393,7 @@ def final_outputs():
         f"{FIGURES_DIR}/collapse.png",
         f"{FIGURES_DIR}/collapse.pdf",
         *stop_files(),
+        *removal_files(),
     ]
 
 
@@ -390,4 +417,5 @@ def paper_outputs():
     files = [f"{PAPER_DIR}/{name}" for name in (
         "metrics_by_seed.csv", "metrics_summary.csv", "main_table.csv", "main_table.md", "main_table.tex",
         "provenance.json")]
-    return files + [f"{PAPER_DIR}/{stem}.{ext}" for stem in paper_figures() for ext in ("png", "pdf")]
+    return (files + [f"{PAPER_DIR}/{stem}.{ext}" for stem in paper_figures() for ext in ("png", "pdf")]
+            + removal_files(PAPER_EXPERIMENTS))

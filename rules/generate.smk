@@ -1,4 +1,5 @@
-# Round k's data is written by round k-1's model (round 0 = the base model), prompted
+# Round k's data is written by round k-1's model (round 0 = the base model; with
+# generation.model: base, by the base model in every round), prompted
 # with the principles and a few exemplars chosen per the experiment's `icl` mode; in
 # growing mode the pool also holds the answers accepted in rounds 1..k-1.
 
@@ -13,7 +14,7 @@ rule generate_responses:
     output:
         "results/{exp}/data/round{k}_gen.jsonl",
     params:
-        settings=lambda w: experiment(w)["generation"],
+        settings=generation_settings,
         icl=icl_settings,
         grown_rounds=grown_rounds,
         round=round_of,

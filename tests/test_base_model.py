@@ -146,3 +146,38 @@ def test_fix_modes(tmp_path):
     os.umask(umask)
     assert d.stat().st_mode & 0o777 == 0o777 & ~umask
     assert (d / "f").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_prepare_keeps_the_source_dtype(tiny_model_dir, tmp_path):
+    """A bf16 folder stays bf16 (no fp32 cast that would double a 7B model to 27 GB)."""
+    import torch
+    from safetensors import safe_open
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    src = tmp_path / "bf16"
+    AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16).save_pretrained(src)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(src)
+    out = tmp_path / "models" / "tiny"
+    B.prepare_base_model({"kind": "local", "path": str(src)}, out, tmp_path / "work")
+    with safe_open(str(out / "model.safetensors"), framework="pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.bfloat16}
+    assert json.loads((out / "source.json").read_text())["dtype"] == "bfloat16"
+
+
+def test_check_saved_weights_finds_a_changed_tensor(tiny_model_dir, tmp_path):
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    model.save_pretrained(tmp_path / "m")
+    assert B.check_saved_weights(model, tmp_path / "m") == len(load_file(tmp_path / "m" / "model.safetensors"))
+    tensors = load_file(tmp_path / "m" / "model.safetensors")
+    name = "model.layers.1.mlp.down_proj.weight"
+    tensors[name] = tensors[name] * 1.001
+    save_file(tensors, tmp_path / "m" / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(SoftError, match=f"saved tensor {name} differs"):
+        B.check_saved_weights(model, tmp_path / "m")
+    del tensors[name]
+    save_file(tensors, tmp_path / "m" / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(SoftError, match="left out 1 tensor"):
+        B.check_saved_weights(model, tmp_path / "m")

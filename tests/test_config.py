@@ -61,7 +61,7 @@ def test_repo_config_resolves_the_default_grid(cfg, schema):
         assert exp["prompt_budget"] == 48
         assert exp["icl"] == {"mode": "random", "shots": 2, "pool_size": None}
         assert exp["generation"] == {
-            "backend": "auto", "dtype": "auto", "max_new_tokens": 128, "temperature": 0.7,
+            "model": "previous", "backend": "auto", "dtype": "auto", "max_new_tokens": 128, "temperature": 0.7,
             "top_p": 0.95, "batch_size": 16, "max_prompt_tokens": 1536,
         }
         assert exp["filter"] == {
@@ -114,6 +114,18 @@ def test_training_order_config(cfg, schema, monkeypatch):
     assert {(e["prompt_budget"], e["rounds"]) for e in exps.values()} == {(48, 3)}
     main = resolve_experiments(cfg, schema)
     assert exps["soft"] == main["soft"] and exps["soft_plus"] == main["soft_plus"]
+
+
+def test_bootstrap_control_config(cfg, schema, monkeypatch):
+    """Two chains that differ only in the model answering each round's prompts."""
+    control = load_ablation("bootstrap_control.yaml", schema, monkeypatch)
+    assert control["run_name"] == "bootstrap_control"
+    exps = resolve_experiments(control, schema)
+    assert {n: e["generation"]["model"] for n, e in exps.items()} == {"soft": "previous", "soft_base_generator": "base"}
+    assert exps["soft"] == resolve_experiments(cfg, schema)["soft"]  # the main grid's chain, reused
+    other = {**exps["soft_base_generator"], "generation": {**exps["soft_base_generator"]["generation"], "model": "previous"}}
+    assert other == exps["soft"]
+    assert "config/experiments/bootstrap_control.yaml" in cfg["paper"]["include"]
 
 
 def test_extends_merges_sections_and_replaces_experiments(tmp_path, monkeypatch):

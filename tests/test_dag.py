@@ -1,7 +1,7 @@
 """Dry-run DAG tests through the real Snakefile: the bootstrapping chain, job by job.
 
-Nothing is built or run: the base model source is a `local` folder that does not exist
-and the benchmark checksum is a placeholder, which is enough for `snakemake -n`.
+Nothing is built or run: the base model source is a `local` folder of empty stand-in
+files and the benchmark checksum is a placeholder, which is enough for `snakemake -n`.
 Each job of the dry run is parsed from Snakemake's job listing (rule, wildcards, input,
 output), and the chain is checked file by file.
 """
@@ -36,11 +36,21 @@ FRAME_LINE = re.compile(r'^\s*File "')
 ERROR_CLASS = re.compile(r"\b[A-Z]\w*(?:Error|Exception|Exit)\b")
 
 
+def stub_model_folder(path: Path) -> Path:
+    """A folder that passes the DAG-time checks of a local base model (config.json,
+    safetensors, a tokenizer) without being loadable: enough for a dry run."""
+    path.mkdir(parents=True, exist_ok=True)
+    for name, text in (("config.json", "{}"), ("model.safetensors", ""), ("tokenizer.json", "{}")):
+        (path / name).write_text(text)
+    return path
+
+
 def write_config(workdir: Path, experiments: dict, defaults: dict | None = None) -> Path:
     """A config shaped like tests/tiny.py's, without building anything."""
     cfg = {
         "seed": 0,
-        "base_model": {"name": BASE_NAME, "source": {"kind": "local", "path": str(workdir / "no_model")}},
+        "base_model": {"name": BASE_NAME, "source": {"kind": "local", "path": str(stub_model_folder(
+            workdir / "model_src"))}},
         "benchmarks": {"sdist": "bigbench==1.0.0", "sha256": "0" * 64},
         "prompts": PROMPTS,
         "principles": PRINCIPLES,

@@ -68,11 +68,28 @@ def test_impossible_curriculum_fails_at_dag_build(tmp_path):
     assert "experiments.plus.curriculum.target" in proc.stderr + proc.stdout
 
 
-def test_qlora_without_a_gpu_fails_at_dag_build(tmp_path):
+def test_qlora_without_a_gpu_plans_cpu_training_when_bitsandbytes_imports(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from test_dag import SNAKEFILE
+
     cfg = write_config(tmp_path, {"q": {"train": {"method": "qlora"}}})
-    proc = dry_run(tmp_path, cfg)
+    assert dry_run(tmp_path, cfg).returncode == 0  # bitsandbytes 0.50 trains 4-bit on the CPU
+    # A bitsandbytes that does not import (absent, or built for another platform) is named
+    # before any job starts.
+    shadow = tmp_path / "shadow" / "bitsandbytes"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('no bitsandbytes here')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(shadow.parent), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory",
+                           str(tmp_path), "--configfile", str(cfg), "--cores", "2", "--dry-run"],
+                          capture_output=True, text=True, timeout=120, env=env)
+    out = proc.stdout + proc.stderr
     assert proc.returncode != 0
-    assert "experiments.q.train.method': qlora needs a GPU, but resources.train_model.gpu is 0" in proc.stdout + proc.stderr
+    assert ("experiments.q.train.method' (resources.train_model.gpu is 0, so QLoRA trains on the CPU): "
+            "qlora needs the bitsandbytes package") in out, out[-2000:]
 
 
 @pytest.mark.parametrize("name,experiments", [
@@ -127,7 +144,8 @@ def test_paper_config_builds_the_paper_scale_dag(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = jobs_by_rule(proc)
     runs = {j["wildcards"]["exp"] for j in jobs["generate_responses"]}
-    names = {"single_round", "soft", "soft_plus", "icl_fixed", "icl_growing", "soft_hard_to_easy"}
+    names = {"single_round", "soft", "soft_plus", "icl_fixed", "icl_growing", "soft_hard_to_easy",
+             "soft_base_generator"}
     assert runs == names | {f"{n}_seed{s}" for n in names for s in (1, 2)}
     assert [j["output"] for j in jobs["prepare_base_model"]] == [["resources/models/llama-2-7b"]]
     assert [j["output"] for j in jobs["fetch_prompt_pool"]] == [
@@ -137,9 +155,10 @@ def test_paper_config_builds_the_paper_scale_dag(tmp_path):
 
     blocks = re.split(r"\n(?=(?:local)?rule \w+:)", proc.stdout)
     gpu_blocks = [b for b in blocks if re.match(r"(?:local)?rule (train_model|generate_responses):", b)]
-    assert len(gpu_blocks) == 36 and all(re.search(r"resources: .*\bgpu=1\b", b) for b in gpu_blocks)
+    assert len(gpu_blocks) == 42 and all(re.search(r"resources: .*\bgpu=1\b", b) for b in gpu_blocks)
     assert "results/paper/paper_llama2_7b/main_table.tex" in jobs["write_paper_tables"][0]["output"]
     assert "results/paper/paper_llama2_7b/ablation_training_order.png" in jobs["plot_paper_figures"][0]["output"]
+
 
 
 def test_default_paper_target_adds_the_ablations_to_the_grid(tmp_path):
@@ -148,10 +167,43 @@ def test_default_paper_target_adds_the_ablations_to_the_grid(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = jobs_by_rule(proc)
     assert {j["wildcards"]["exp"] for j in jobs["generate_responses"]} == {
-        "single_round", "soft", "soft_plus", "icl_fixed", "icl_growing", "soft_hard_to_easy"}
+        "single_round", "soft", "soft_plus", "icl_fixed", "icl_growing", "soft_hard_to_easy", "soft_base_generator"}
     outputs = jobs["plot_paper_figures"][0]["output"]
-    for stem in ("benchmarks", "metric_vs_round", "collapse", "ablation_icl_diversity", "ablation_training_order"):
+    for stem in ("benchmarks", "metric_vs_round", "collapse", "ablation_icl_diversity", "ablation_training_order",
+                 "ablation_bootstrap_control"):
         assert f"results/paper/{stem}.png" in outputs and f"results/paper/{stem}.pdf" in outputs
     # `all` stays the grid
     plain = jobs_by_rule(repo_config_dry_run(workdir))
     assert {j["wildcards"]["exp"] for j in plain["generate_responses"]} == {"single_round", "soft", "soft_plus"}
+
+
+LOCAL_RULES_OF_PAPER_CONFIG = """
+import json
+from pathlib import Path
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings, StorageSettings
+with SnakemakeApi(OutputSettings(quiet={"all"})) as api:
+    wf = api.workflow(resource_settings=ResourceSettings(cores=1), storage_settings=StorageSettings(),
+                      config_settings=ConfigSettings(configfiles=[Path("config/experiments/paper.yaml")]),
+                      snakefile=Path("Snakefile"), workdir=Path("."))
+    wf.dag()
+    print(json.dumps(sorted(wf._workflow._localrules)))
+"""
+
+
+def test_downloads_run_where_snakemake_runs():
+    """Under a cluster profile the downloads (PyPI, the hub) are local rules: compute nodes
+    often have no network. (A dry run prints every job as `rule`, so the rule set is read
+    from the workflow itself.)"""
+    import json
+    import subprocess
+    import sys
+
+    from test_dag import REPO
+
+    proc = subprocess.run([sys.executable, "-c", LOCAL_RULES_OF_PAPER_CONFIG], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    local = set(json.loads(proc.stdout.strip().splitlines()[-1]))
+    assert {"prepare_base_model", "fetch_benchmarks", "fetch_prompt_pool"} <= local
+    assert not local & {"train_model", "generate_responses", "evaluate_model"}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -55,7 +56,8 @@ def test_hub_records_ids_strip_skip_and_dedupe():
         {"id": "y-000005", "prompt": "Name three rivers.", "category": "brainstorming"},
         {"id": "y-000006", "prompt": "Why is the sky blue?"},  # an empty category is left out
     ]
-    assert counts == {"rows": 7, "kept": 3, "skipped_empty": 3, "duplicates": 1, "beyond_max_prompts": 0}
+    assert counts == {"rows": 7, "kept": 3, "skipped_empty": 3, "duplicates": 1, "beyond_max_prompts": 0,
+                      "dropped_category": 0, "with_context": 0}
     assert hub_records(ROWS, "instruction", None, None, "d.jsonl", id_prefix="y") == [
         {k: v for k, v in r.items() if k != "category"} for r in records]
 
@@ -146,8 +148,10 @@ def test_fetch_writes_the_pool_and_path_free_stats(tmp_path):
     assert [r["id"] for r in records] == ["y-000000", "y-000005", "y-000006"]
     assert json.loads(stats_path.read_text()) == stats == {
         "dataset": "x/y", "file": "d.jsonl", "revision": "main", "field": "instruction",
-        "category_field": "category", "max_prompts": None, "sha256": digest, "commit": "ab" * 20,
-        "rows": 7, "kept": 3, "skipped_empty": 3, "duplicates": 1, "beyond_max_prompts": 0}
+        "category_field": "category", "max_prompts": None, "context_field": None,
+        "context_format": "{context}\n\n{prompt}", "drop_categories": [], "sha256": digest, "commit": "ab" * 20,
+        "rows": 7, "kept": 3, "skipped_empty": 3, "duplicates": 1, "beyond_max_prompts": 0,
+        "dropped_category": 0, "with_context": 0}
     assert str(tmp_path) not in stats_path.read_text()
     # the DAG counts a pool fetched with these settings, and no other
     assert known_pool_size(s, pool, stats_path) == 3
@@ -189,7 +193,8 @@ def test_a_pool_smaller_than_the_budget_fails_the_split_naming_file_and_key():
 
 def test_hub_source_defaults_and_pool_file():
     s = settings()
-    assert s == {**HUB, "revision": "main"}  # null defaults are left out (read as None)
+    # null defaults are left out (read as None)
+    assert s == {**HUB, "revision": "main", "context_format": "{context}\n\n{prompt}", "drop_categories": []}
     assert prompts_file(s) == HUB_POOL
     assert prompt_source({"prompts": {"source": "hub", "dataset": "x/y", "file": "d.parquet"}})["field"] == "prompt"
 
@@ -248,5 +253,80 @@ def test_a_fetched_pool_is_counted_at_dag_build(tmp_path):
 def test_a_misspelt_hub_key_stops_the_dry_run(tmp_path):
     assert_refused(dry_run(tmp_path, hub_config(tmp_path, {**HUB, "feild": "instruction"})),
                    "invalid configuration: config key 'prompts.feild': unknown key (did you mean 'field'?); "
-                   "expected one of source, dataset, file, field, category_field, revision, sha256, max_prompts, "
+                   "expected one of source, dataset, file, field, category_field, context_field, context_format, drop_categories, local_file, revision, sha256, max_prompts, "
                    "got 'instruction'")
+
+
+# ---------------------------------------------------------------- Dolly: passages and categories
+
+DOLLY = [  # dolly-15k's shape: instruction, context, response, category
+    {"instruction": "When did the bridge open?",
+     "context": "The Harbour Bridge opened in 1932 after eight years of work.",
+     "response": "In 1932.", "category": "closed_qa"},
+    {"instruction": "Name three kinds of cheese.", "context": "", "response": "Brie, cheddar, gouda.",
+     "category": "brainstorming"},
+    {"instruction": "Summarise this text.", "context": "Otters hold hands while sleeping so they do not drift apart.",
+     "response": "Otters hold hands asleep.", "category": "summarization"},
+    {"instruction": "Classify each as fruit or vegetable: apple, leek.", "context": "", "response": "...",
+     "category": "classification"},
+    {"instruction": "Summarise this text.", "context": "Bees dance to tell the hive where flowers are.",
+     "response": "Bees dance.", "category": "summarization"},  # same instruction, another passage
+]
+
+
+def test_dolly_passages_join_their_instruction_through_the_fetch_job(tmp_path):
+    """The config's local_file path (a copy fetched by hand) through fetch_hub_pool: every
+    instruction that points at a passage carries it; the same instruction with another
+    passage is another prompt."""
+    src = tmp_path / "dolly.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in DOLLY))
+    s = settings(dataset="databricks/databricks-dolly-15k", file="databricks-dolly-15k.jsonl",
+                 category_field="category", context_field="context", local_file=str(src))
+    stats = fetch_hub_pool(s, tmp_path / "hub.jsonl", tmp_path / "stats.json")
+    records = read_prompts(tmp_path / "hub.jsonl")
+    assert [r["prompt"] for r in records] == [
+        "The Harbour Bridge opened in 1932 after eight years of work.\n\nWhen did the bridge open?",
+        "Name three kinds of cheese.",
+        "Otters hold hands while sleeping so they do not drift apart.\n\nSummarise this text.",
+        "Classify each as fruit or vegetable: apple, leek.",
+        "Bees dance to tell the hive where flowers are.\n\nSummarise this text.",
+    ]
+    assert records[0]["id"] == "databricks-dolly-15k-000000" and records[0]["category"] == "closed_qa"
+    assert (stats["kept"], stats["with_context"], stats["duplicates"], stats["context_field"]) == (5, 3, 0, "context")
+    assert str(tmp_path) not in (tmp_path / "stats.json").read_text()
+
+
+def test_dolly_categories_can_be_dropped_and_the_format_is_config():
+    records, counts = convert_rows(DOLLY, "instruction", "category", where="dolly", context_field="context",
+                                   context_format="{prompt}\nInput: {context}",
+                                   drop_categories=["summarization", "classification"])
+    assert [r["prompt"] for r in records] == [
+        "When did the bridge open?\nInput: The Harbour Bridge opened in 1932 after eight years of work.",
+        "Name three kinds of cheese."]
+    assert (counts["dropped_category"], counts["kept"], counts["rows"]) == (3, 2, 5)
+    # without the join, the two summarisation rows are one prompt pointing at no passage
+    plain = hub_records(DOLLY, "instruction", "category", where="dolly")
+    assert [r["prompt"] for r in plain].count("Summarise this text.") == 1
+
+
+@pytest.mark.parametrize("over, message", [
+    ({"context_format": "{prompt}"}, "must name exactly {prompt} and {context} (it names {prompt})"),
+    ({"context_format": "{instruction}: {context}"}, "(it names {context}, {instruction})"),
+    ({"context_format": "{prompt} {context"}, "is not a format string"),
+    ({"drop_categories": ["closed_qa"]}, "prompts.drop_categories': needs prompts.category_field"),
+])
+def test_bad_context_settings_name_the_key(over, message):
+    with pytest.raises(SoftError, match=re.escape(message)):
+        settings(**over)
+
+
+def test_a_missing_context_field_names_the_row_and_key():
+    with pytest.raises(SoftError, match=r"row 0 has no field 'passage' \(config key 'prompts.context_field'\)"):
+        convert_rows(DOLLY, "instruction", context_field="passage", where="dolly")
+
+
+def test_a_local_copy_is_the_fetch_jobs_input(tmp_path):
+    src = tmp_path / "dolly.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in DOLLY))
+    plan = Plan(dry_run(tmp_path, hub_config(tmp_path, {**HUB, "local_file": str(src), "context_field": "context"})))
+    assert plan.one("fetch_prompt_pool")["input"] == [str(src)]

@@ -1,5 +1,5 @@
 """Training recipes on the tiny model: curriculum order as seen by the optimiser, full
-fine-tuning, QLoRA refusal, resumable work folders, and the multi-process launch."""
+fine-tuning, QLoRA on the CPU, resumable work folders, and the multi-process launch."""
 
 from __future__ import annotations
 
@@ -94,12 +94,59 @@ def test_full_fine_tuning_saves_a_plain_model(tmp_path, tiny_model):
     assert not (tmp_path / "work").exists()  # checkpoints are removed once the model is saved
 
 
-def test_qlora_is_refused_without_cuda_before_any_work():
-    with pytest.raises(SoftError, match="qlora needs a CUDA GPU"):
+def test_qlora_is_refused_without_bitsandbytes_before_any_work(monkeypatch):
+    check_train_method("qlora")  # bitsandbytes 0.50 imports on this CPU
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # what `import` sees when it is absent
+    with pytest.raises(SoftError, match="qlora needs the bitsandbytes package"):
         check_train_method("qlora")
     check_train_method("lora")
     with pytest.raises(SoftError, match="'train.method': 'adam'"):
         check_train_method("adam")
+
+
+def test_qlora_trains_on_the_cpu_and_saves_a_merged_model(tmp_path, tiny_model):
+    """4-bit NF4 base (bitsandbytes on the CPU), LoRA on top, merged into a reload of the
+    init model in the compute dtype: a plain folder that reloads and differs from the init."""
+    import math
+
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from soft.train import load_init_model, qlora_compute_dtype
+
+    quantised = load_init_model(tiny_model, "qlora", "cpu")
+    assert sum(type(m).__name__ == "Linear4bit" for m in quantised.modules()) == 14  # 7 per layer
+    del quantised
+    out = tmp_path / "out"
+    metrics = train_model(records(), tiny_model, out, PRINCIPLES, {**TRAIN, "method": "qlora", "epochs": 1},
+                          seed=0, card={}, work_dir=tmp_path / "work")
+    assert metrics["steps"] == 4 and all(math.isfinite(x) for x in metrics["losses"])
+    weights = load_file(next(out.glob("*.safetensors")))
+    dtype = qlora_compute_dtype("cpu")
+    assert not any("lora" in k for k in weights) and {t.dtype for t in weights.values()} == {dtype}
+    before = load_file(next(tiny_model.glob("*.safetensors")))
+    assert any(not torch.equal(weights[k], before[k].to(dtype)) for k in before if "proj" in k)
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert not any("Linear4bit" in type(m).__name__ for m in model.modules())
+    with torch.no_grad():
+        assert torch.isfinite(model(torch.tensor([[1, 2, 3]])).logits).all()
+    assert read_json(out / MODEL_CARD)["method"] == "qlora"
+
+
+def test_qlora_compute_dtype_follows_the_cpu(tmp_path, monkeypatch):
+    import torch
+
+    from soft import models
+    from soft.train import qlora_compute_dtype
+
+    read_flags = models.cpu_has_bf16
+    for flags, dtype in (("fpu sse avx512f avx512_bf16", torch.bfloat16), ("fpu amx_bf16 amx_tile", torch.bfloat16),
+                         ("fpu sse avx2 avx512f", torch.float32)):
+        (tmp_path / "cpuinfo").write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+        assert read_flags(tmp_path / "cpuinfo") == (dtype == torch.bfloat16)
+        monkeypatch.setattr(models, "cpu_has_bf16", lambda: dtype == torch.bfloat16)
+        assert qlora_compute_dtype("cpu") == dtype and qlora_compute_dtype("cuda") == torch.bfloat16
 
 
 def test_work_dir_keeps_checkpoints_of_the_same_job_only(tmp_path):

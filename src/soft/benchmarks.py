@@ -304,6 +304,22 @@ def write_lm_eval_tasks(out_dir: Path, tasks: dict[str, list[dict]], prefixes: d
 # --------------------------------------------------------------------------- entry point
 
 
+def check_local_sdist(settings: dict, built_dir: str | Path) -> None:
+    """benchmarks.local_file, checked when the DAG is built as fetch_benchmarks would:
+    the file exists and has the configured sha256. Skipped once the tasks are built."""
+    from soft.base_model import verify_sha256
+
+    local = settings.get("local_file")
+    if not local or Path(built_dir).is_dir():
+        return
+    if not Path(local).is_file():
+        raise SoftError(f"config key 'benchmarks.local_file': {local}: file not found")
+    try:
+        verify_sha256(Path(local), settings["sha256"])
+    except SoftError as e:
+        raise SoftError(f"config key 'benchmarks.local_file': {e}") from None
+
+
 def prepare_benchmarks(spec: str, sha256: str, out_dir: Path, work_dir: Path, seed: int,
                        sdist: Path | None = None) -> dict:
     """Download the BIG-bench sdist, check it, convert HHH + TruthfulQA MC1 into `out_dir`.

@@ -384,12 +384,16 @@ def check_pool_sizes(experiments: dict[str, dict], n_prompts: int | None, n_exem
 
 
 def check_train_gpus(experiments: dict[str, dict], train_gpus: int) -> None:
-    """QLoRA needs a GPU: with resources.train_model.gpu 0 its jobs would start, after
-    hours of generation, on a machine without one. Refuse when the DAG is built."""
+    """QLoRA without a GPU trains on the CPU (bitsandbytes 0.50 has CPU 4-bit kernels): with
+    resources.train_model.gpu 0 bitsandbytes must import here, or its jobs would fail after
+    hours of generation. Checked when the DAG is built, once."""
+    from soft.train import check_bitsandbytes
+
     for name, exp in experiments.items():
         if exp["train"]["method"] == "qlora" and train_gpus < 1:
-            raise SoftError(f"config key 'experiments.{name}.train.method': qlora needs a GPU, but "
-                            f"resources.train_model.gpu is {train_gpus}")
+            check_bitsandbytes(f"config key 'experiments.{name}.train.method' (resources.train_model.gpu is "
+                               f"{train_gpus}, so QLoRA trains on the CPU)")
+            return
 
 
 SELF_INSTRUCT_POOL = "results/prompt_pool/self_instruct.jsonl"
@@ -410,7 +414,12 @@ def prompt_source(config: dict, schema: dict | None = None) -> dict:
     schema = schema or load_schema()
     branch = next(b for b in schema["properties"]["prompts"]["oneOf"]
                   if b.get("properties", {}).get("source", {}).get("const") == value["source"])
-    return deep_merge(schema_defaults({"type": "object", **branch}, schema["$defs"]), value)
+    settings = deep_merge(schema_defaults({"type": "object", **branch}, schema["$defs"]), value)
+    if settings["source"] == "hub":
+        from soft.prompt_pool import check_hub_settings
+
+        check_hub_settings(settings)
+    return settings
 
 
 def prompts_file(source: dict) -> str:
@@ -445,15 +454,25 @@ def check_evaluation(evaluation: dict, experiments: dict[str, dict]) -> None:
         raise SoftError("config key 'evaluation.judge.kind': the judge compares answers to "
                         "evaluation.probe.prompts, which is null")
     if kind == "endpoint":
+        from soft.judge import check_endpoint_url
+
         for field in ("url", "model"):
             if not judge.get(field):
                 raise SoftError(f"config key 'evaluation.judge.{field}': needed by judge kind endpoint")
+        check_endpoint_url(judge["url"])
         # no key variable: an endpoint without authentication (a local `vllm serve`)
         if judge.get("api_key_env") and not os.environ.get(judge["api_key_env"]):
             raise SoftError(f"config key 'evaluation.judge.api_key_env': environment variable "
                             f"{judge['api_key_env']} is not set")
-    elif judge.get("model") is not None and not Path(judge["model"]).is_dir():
-        raise SoftError(f"config key 'evaluation.judge.model': {judge['model']}: model folder not found")
+    elif judge.get("model") is not None:
+        from soft.models import check_model_dir
+
+        if not Path(judge["model"]).is_dir():
+            raise SoftError(f"config key 'evaluation.judge.model': {judge['model']}: model folder not found")
+        try:  # what the judge job's loader checks, now
+            check_model_dir(judge["model"], need_tokenizer=True)
+        except SoftError as e:
+            raise SoftError(f"config key 'evaluation.judge.model': {e}") from None
     ref = judge.get("reference")
     if ref is not None and ref not in experiments:
         raise SoftError(f"config key 'evaluation.judge.reference': no experiment named {ref!r} "

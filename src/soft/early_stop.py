@@ -35,6 +35,9 @@ def check_early_stop(key: str, settings: dict, rounds: int) -> None:
         if settings["metric"] not in PREFERENCE_METRICS:
             raise SoftError(f"config key '{key}.metric': a preference JSONL gives "
                             f"{' or '.join(PREFERENCE_METRICS)}, not {settings['metric']!r}")
+        from soft.diagnostics import read_validation
+
+        read_validation(validation)  # the validate job's reader: a malformed line fails now
     if settings["patience"] < 1:
         raise SoftError(f"config key '{key}.patience': must be at least 1")
 

@@ -221,8 +221,7 @@ class EndpointJudge:
 
     def __init__(self, url: str, model: str, api_key_env: str | None, timeout_s: float = 60,
                  max_retries: int = 2):
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            raise SoftError(f"config key 'evaluation.judge.url': {url!r} is not an http(s) URL")
+        check_endpoint_url(url)
         if max_retries < 0:
             raise SoftError(f"judge max_retries must be at least 0, not {max_retries}")
         self.url, self.model, self.api_key_env = url, model, api_key_env
@@ -309,6 +308,17 @@ def judge_pairs(judge, questions: list[str], candidate_answers: list[str], refer
         outcomes.append(outcome)
         items.append({"index": i, "ab": ab, "ba": ba, "outcome": outcome})
     return {"summary": summarize(outcomes, getattr(judge, "unparsed", 0) - unparsed_before), "items": items}
+
+
+def check_endpoint_url(url) -> None:
+    """An http(s) URL with a host: what the endpoint judge can POST to (checked again when
+    the DAG is built, so a malformed URL fails before the chain runs)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url) if isinstance(url, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or " " in url:
+        raise SoftError(f"config key 'evaluation.judge.url': {url!r} is not an http(s) URL with a host "
+                        f"(e.g. http://localhost:8000/v1/chat/completions)")
 
 
 def make_judge(settings: dict, local_model_dir: str | None):

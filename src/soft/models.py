@@ -25,6 +25,24 @@ def pick_dtype(device: str):
     return torch.float32
 
 
+# /proc/cpuinfo flags of CPUs with native bf16 arithmetic (AVX512-BF16, AMX).
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_has_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
+    """True when this CPU computes bf16 natively. Without it bf16 matmuls are emulated and
+    ~400x slower than fp32 (DESIGN.md section 4), so fp32 is the choice there. Reads the
+    kernel's CPU flags; where there are none (not Linux), asks oneDNN."""
+    try:
+        text = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        import torch
+
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    flags = {f for line in text.splitlines() if line.startswith("flags") for f in line.split(":", 1)[-1].split()}
+    return any(flag in flags for flag in CPU_BF16_FLAGS)
+
+
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
 
 
@@ -52,17 +70,20 @@ def load_tokenizer(path: str | Path, padding_side: str = "left"):
     return tok
 
 
-def load_causal_lm(path: str | Path, device: str | None = None, quantization_config=None):
-    """A model folder on `device` (default: CUDA if seen, else CPU). With a
-    quantization_config (QLoRA) the weights are placed by bitsandbytes, not moved."""
+def load_causal_lm(path: str | Path, device: str | None = None, quantization_config=None, dtype=None):
+    """A model folder on `device` (default: CUDA if seen, else CPU), in `dtype` (default:
+    pick_dtype). With a quantization_config (QLoRA) the weights are placed by
+    bitsandbytes on that device (GPU 0 or the CPU), not moved."""
     from transformers import AutoModelForCausalLM
 
     path = check_model_dir(path)
     device = device or pick_device()
-    extra = {"quantization_config": quantization_config, "device_map": {"": 0}} if quantization_config else {}
+    extra = {}
+    if quantization_config:
+        extra = {"quantization_config": quantization_config, "device_map": {"": 0 if device == "cuda" else "cpu"}}
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            str(path), dtype=pick_dtype(device), use_safetensors=True, trust_remote_code=False, **extra
+            str(path), dtype=dtype or pick_dtype(device), use_safetensors=True, trust_remote_code=False, **extra
         )
     except (OSError, ValueError, RuntimeError) as e:
         raise SoftError(f"{path}: cannot load the model ({str(e).splitlines()[0]})") from None

@@ -1,10 +1,17 @@
 """A prompt pool taken from a Hugging Face hub dataset file (config `prompts: {source: hub}`).
 
 One job (fetch_prompt_pool) downloads one data file of a hub dataset repo with
-huggingface_hub, checks its sha256 when the config gives one, takes one field of every
-row as a prompt and writes results/prompt_pool/hub.jsonl ({id, prompt, optional
-category}) and a stats JSON. Everything but the download is pure and works on local
-files; the download is a seam (`download`) so that it can be replaced by a local path.
+huggingface_hub (or reads `local_file`, a copy fetched by hand), checks its sha256 when
+the config gives one, takes one field of every row as a prompt and writes
+results/prompt_pool/hub.jsonl ({id, prompt, optional category}) and a stats JSON.
+Everything but the download is pure and works on local files; the download is a seam
+(`download`) so that it can be replaced by a local path.
+
+Rows with a passage (Dolly-15k's closed QA, information extraction and summarisation
+instructions point at a `context` the model must see): `context_field` joins that
+field's text into the prompt with `context_format` (default the passage first, then the
+instruction, so that cutting a long prompt from the left keeps the instruction). Rows
+of the categories in `drop_categories` are left out.
 
 Ids are "<dataset name>-<row index>" (0-based, 6 digits): they depend only on the file,
 so a pool fetched again at the same revision has the same ids and the same split.
@@ -15,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import string
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,7 +31,10 @@ from soft.io import read_json, sha256_file, write_json, write_jsonl
 
 # The settings that decide the pool's content; the stats record them, so a pool fetched
 # with other settings is never counted as this config's.
-POOL_SETTINGS = ("dataset", "file", "revision", "field", "category_field", "max_prompts")
+POOL_SETTINGS = ("dataset", "file", "revision", "field", "category_field", "max_prompts",
+                 "context_field", "context_format", "drop_categories")
+CONTEXT_FORMAT = "{context}\n\n{prompt}"
+_FORMAT_NAMES = {"prompt", "context"}
 LOCAL_HINT = ("run this job where the hub is reachable, or convert the file yourself and "
               "set `prompts: path/to/file.jsonl` (one {\"id\", \"prompt\"} object a line)")
 _TRUE = {"1", "ON", "YES", "TRUE"}
@@ -38,17 +49,56 @@ def dedupe_key(text: str) -> str:
     return " ".join(text.split()).casefold()
 
 
+def check_hub_settings(settings: dict) -> None:
+    """What the schema cannot say about a hub source: the context format names exactly
+    {prompt} and {context}, and dropping categories needs the category field."""
+    fmt = settings.get("context_format") or CONTEXT_FORMAT
+    try:
+        names = {name for _, name, _, _ in string.Formatter().parse(fmt) if name is not None}
+    except ValueError as e:
+        raise SoftError(f"config key 'prompts.context_format': {fmt!r} is not a format string ({e})") from None
+    if names != _FORMAT_NAMES:
+        raise SoftError(f"config key 'prompts.context_format': {fmt!r} must name exactly {{prompt}} and "
+                        f"{{context}} (it names {', '.join(sorted('{' + n + '}' for n in names)) or 'nothing'})")
+    if settings.get("drop_categories") and not settings.get("category_field"):
+        raise SoftError("config key 'prompts.drop_categories': needs prompts.category_field, the field "
+                        "the categories are read from (dolly-15k's is category)")
+
+
+def check_local_copy(settings: dict, pool_path: str | os.PathLike) -> None:
+    """prompts.local_file, checked when the DAG is built as the fetch job would: it exists,
+    has the configured sha256 and is a readable data file. Skipped once the pool exists."""
+    if not settings.get("local_file") or Path(pool_path).is_file():
+        return
+    path = local_copy(settings)
+    expected = settings.get("sha256")
+    if expected and sha256_file(path) != expected.strip().lower():
+        raise SoftError(f"config key 'prompts.local_file': {path}: sha256 mismatch (config key 'prompts.sha256')")
+    read_rows(path)
+
+
+def join_context(prompt: str, context: str, fmt: str | None = None) -> str:
+    """The prompt with its passage joined in; a row without a passage keeps its prompt."""
+    return (fmt or CONTEXT_FORMAT).format(prompt=prompt, context=context) if context else prompt
+
+
 def convert_rows(rows: list[dict], field: str, category_field: str | None = None,
                  max_prompts: int | None = None, where: str = "the dataset file",
-                 id_prefix: str = "hub") -> tuple[list[dict], dict]:
-    """(prompt records, counts) of the rows in file order: the text of `field`, stripped;
-    rows whose field is empty or not a string are skipped and counted, exact duplicates
-    (case- and whitespace-insensitive) dropped and counted; with `max_prompts`, rows after
-    the N-th kept prompt are not read. A row without the field at all is an error (a
-    misspelt field would otherwise skip every row)."""
+                 id_prefix: str = "hub", context_field: str | None = None,
+                 context_format: str | None = None, drop_categories: list[str] | tuple = ()
+                 ) -> tuple[list[dict], dict]:
+    """(prompt records, counts) of the rows in file order: the text of `field`, stripped,
+    with the text of `context_field` joined in by `context_format` when it is not empty;
+    rows whose `category_field` is in `drop_categories` are skipped and counted, rows
+    whose field is empty or not a string are skipped and counted, exact duplicates
+    (case- and whitespace-insensitive, after the join) dropped and counted; with
+    `max_prompts`, rows after the N-th kept prompt are not read. A row without a named
+    field at all is an error (a misspelt field would otherwise skip every row)."""
     records: list[dict] = []
     seen: set[str] = set()
-    counts = {"rows": len(rows), "kept": 0, "skipped_empty": 0, "duplicates": 0, "beyond_max_prompts": 0}
+    dropped = set(drop_categories or ())
+    counts = {"rows": len(rows), "kept": 0, "skipped_empty": 0, "duplicates": 0, "beyond_max_prompts": 0,
+              "dropped_category": 0, "with_context": 0}
     for i, row in enumerate(rows):
         if max_prompts is not None and len(records) >= max_prompts:
             counts["beyond_max_prompts"] = len(rows) - i
@@ -56,27 +106,39 @@ def convert_rows(rows: list[dict], field: str, category_field: str | None = None
         if not isinstance(row, dict):
             raise SoftError(f"{where}: row {i} is a {type(row).__name__}, not an object with fields")
         _require(row, field, i, "field", where)
+        category = None
+        if category_field is not None:
+            _require(row, category_field, i, "category_field", where)
+            cat = row[category_field]
+            category = cat.strip() if isinstance(cat, str) and cat.strip() else None
+            if category in dropped:
+                counts["dropped_category"] += 1
+                continue
         value = row[field]
         if not isinstance(value, str) or not value.strip():
             counts["skipped_empty"] += 1
             continue
         text = value.strip()
+        if context_field is not None:
+            _require(row, context_field, i, "context_field", where)
+            context = row[context_field]
+            context = context.strip() if isinstance(context, str) else ""
+            text = join_context(text, context, context_format)
+            counts["with_context"] += bool(context)
         key = dedupe_key(text)
         if key in seen:
             counts["duplicates"] += 1
             continue
         seen.add(key)
         rec = {"id": f"{id_prefix}-{i:06d}", "prompt": text}
-        if category_field is not None:
-            _require(row, category_field, i, "category_field", where)
-            cat = row[category_field]
-            if isinstance(cat, str) and cat.strip():
-                rec["category"] = cat.strip()
+        if category is not None:
+            rec["category"] = category
         records.append(rec)
     counts["kept"] = len(records)
     if not records:
         raise SoftError(f"{where}: no usable prompts in field {field!r} ({len(rows)} rows, "
-                        f"{counts['skipped_empty']} of them empty or not text)")
+                        f"{counts['skipped_empty']} of them empty or not text, "
+                        f"{counts['dropped_category']} in drop_categories)")
     return records, counts
 
 
@@ -191,6 +253,15 @@ def hub_download(settings: dict) -> Path:
         raise _unreachable(settings, f"{type(e).__name__}: {e}") from None
 
 
+def local_copy(settings: dict) -> Path:
+    """The dataset file fetched by hand (config key prompts.local_file), for machines
+    without the hub; it goes through the same checks and conversion as a download."""
+    path = Path(settings["local_file"])
+    if not path.is_file():
+        raise SoftError(f"config key 'prompts.local_file': {path}: file not found")
+    return path
+
+
 def snapshot_commit(path: str | os.PathLike) -> str | None:
     """The commit a huggingface_hub cache path belongs to (…/snapshots/<sha>/<file>)."""
     parts = Path(path).parts
@@ -205,6 +276,10 @@ def fetch_hub_pool(settings: dict, out_path: str | os.PathLike, stats_path: str 
     """Download the dataset file (`download`, default the hub), check it, convert it, and
     write the pool JSONL and its stats JSON (no paths, no timestamps); the stats."""
     where = describe(settings)
+    check_hub_settings(settings)
+    if download is None and settings.get("local_file"):
+        where = f"{settings['local_file']} (config key 'prompts.local_file', for {where})"
+        download = local_copy
     path = Path((download or hub_download)(settings))
     digest = sha256_file(path)
     expected = settings.get("sha256")
@@ -214,7 +289,10 @@ def fetch_hub_pool(settings: dict, out_path: str | os.PathLike, stats_path: str 
     rows = read_rows(path, where)
     records, counts = convert_rows(rows, settings.get("field") or "prompt", settings.get("category_field"),
                                    settings.get("max_prompts"), where,
-                                   id_prefix=settings["dataset"].split("/")[-1])
+                                   id_prefix=settings["dataset"].split("/")[-1],
+                                   context_field=settings.get("context_field"),
+                                   context_format=settings.get("context_format"),
+                                   drop_categories=settings.get("drop_categories") or ())
     stats: dict[str, Any] = {key: settings.get(key) for key in POOL_SETTINGS}
     stats.update(sha256=digest, commit=snapshot_commit(path), **counts)
     write_jsonl(out_path, records)

@@ -2,8 +2,9 @@
 
 TRL's SFTTrainer gets prompt-completion data in conversational form, applies the chat
 template and computes the loss on the completion tokens only. `train.method` picks LoRA
-(adapters merged into the saved model), full fine-tuning, or QLoRA (4-bit base, CUDA
-only). The result is a plain model folder that the next round, lm-eval and vLLM load.
+(adapters merged into the saved model), full fine-tuning, or QLoRA (4-bit NF4 base with
+bitsandbytes, on a GPU or on the CPU). The result is a plain model folder that the next
+round, lm-eval and vLLM load, saved in the dtype the model trained in.
 
 Curriculum runs (SOFT+) train in exactly the order of the records given: the Trainer's
 random sampler is replaced by a sequential one. Resumable checkpoints live in a work
@@ -68,21 +69,35 @@ def lora_config(cfg: dict):
 
 
 def check_train_method(method: str) -> None:
-    """Refuse a method this job cannot run, before any model is loaded."""
+    """Refuse a method this job cannot run, before any model is loaded. QLoRA needs
+    bitsandbytes (0.50 runs 4-bit layers on the CPU as well as on CUDA)."""
     if method not in METHODS:
         raise SoftError(f"config key 'train.method': '{method}' is not one of {', '.join(METHODS)}")
-    if method != "qlora":
-        return
-    import importlib.util
+    if method == "qlora":
+        check_bitsandbytes("config key 'train.method'")
 
+
+def check_bitsandbytes(key: str) -> None:
+    """Raise SoftError naming `key` unless bitsandbytes imports here. An import, not a
+    find_spec: an install built for another platform fails only when imported."""
+    try:
+        import bitsandbytes  # noqa: F401
+    except Exception as e:  # ImportError, or a RuntimeError/OSError from its native library
+        raise SoftError(f"{key}: qlora needs the bitsandbytes package, which does not import in this "
+                        f"environment ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                        f"pip install bitsandbytes==0.50.2, or use method lora or full") from None
+
+
+def qlora_compute_dtype(device: str):
+    """The dtype the 4-bit layers compute in, and the merged model is saved in: bf16 on a
+    GPU and on CPUs with native bf16 (soft.models.cpu_has_bf16), else fp32."""
     import torch
 
-    if not torch.cuda.is_available():
-        raise SoftError("config key 'train.method': qlora needs a CUDA GPU and this job sees none "
-                        "(set resources.train_model.gpu, or use method lora or full)")
-    if importlib.util.find_spec("bitsandbytes") is None:
-        raise SoftError("config key 'train.method': qlora needs the bitsandbytes package, which is "
-                        "not installed in this environment (pip install bitsandbytes)")
+    from soft.models import cpu_has_bf16
+
+    if device == "cuda" or cpu_has_bf16():
+        return torch.bfloat16
+    return torch.float32
 
 
 def warmup_steps(train_cfg: dict, n_examples: int, world_size: int = 1) -> int:
@@ -167,19 +182,21 @@ def load_init_model(init_dir: str | Path, method: str, device: str):
 
     if method != "qlora":
         return load_causal_lm(init_dir, device=device)
-    import torch
     from peft import prepare_model_for_kbit_training
     from transformers import BitsAndBytesConfig
 
     quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                               bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_use_double_quant=True)
-    model = load_causal_lm(init_dir, device=None, quantization_config=quant)
+                               bnb_4bit_compute_dtype=qlora_compute_dtype(device),
+                               bnb_4bit_use_double_quant=True)
+    model = load_causal_lm(init_dir, device=device, quantization_config=quant)
     return prepare_model_for_kbit_training(model)
 
 
-def merged_model(trainer, method: str, init_dir: str | Path, work_dir: Path):
-    """The model to save: merged LoRA, the fully trained model, or (QLoRA) the adapter
-    merged into a bf16 reload of the init model (merging into 4-bit weights loses precision)."""
+def merged_model(trainer, method: str, init_dir: str | Path, work_dir: Path, device: str):
+    """The model to save, in the dtype it trained in: merged LoRA, the fully trained
+    model, or (QLoRA) the adapter merged into a reload of the init model in the 4-bit
+    layers' compute dtype (merging into 4-bit weights loses precision; an fp32 reload
+    would double a 7B round model to 27 GB)."""
     model = trainer.accelerator.unwrap_model(trainer.model)
     if method == "lora":
         return model.merge_and_unload()
@@ -191,7 +208,7 @@ def merged_model(trainer, method: str, init_dir: str | Path, work_dir: Path):
 
     adapter = work_dir / "adapter"
     model.save_pretrained(adapter)
-    base = load_causal_lm(init_dir, device="cpu")
+    base = load_causal_lm(init_dir, device="cpu", dtype=qlora_compute_dtype(device))
     return PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
 
 
@@ -273,7 +290,7 @@ def train_model(records: list[dict], init_dir: str | Path, out_dir: str | Path, 
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     log.info("done: %d steps (%d run by this job), loss %.4f -> %.4f", result.global_step, counter.steps,
              losses[0], losses[-1])
-    model = merged_model(trainer, method, init_dir, work_dir)
+    model = merged_model(trainer, method, init_dir, work_dir, device)
     metrics = {"steps": result.global_step, "loss_first": losses[0], "loss_last": losses[-1],
                "losses": losses, "resumed_from_step": int(resume.name.split("-")[1]) if resume else None,
                "steps_run": counter.steps}

@@ -5,8 +5,9 @@ from soft.runtime import log, run
 
 def main(smk):
     stats = fetch_hub_pool(smk.params.settings, smk.output.pool, smk.output.stats)
-    log.info("wrote %d prompts from %d rows (%d empty, %d duplicates)", stats["kept"], stats["rows"],
-             stats["skipped_empty"], stats["duplicates"])
+    log.info("wrote %d prompts from %d rows (%d empty, %d duplicates, %d in drop_categories; %d with "
+             "a passage joined)", stats["kept"], stats["rows"], stats["skipped_empty"], stats["duplicates"],
+             stats["dropped_category"], stats["with_context"])
 
 
 # hub=True: this job is a download, so it is not made offline (an HF_HUB_OFFLINE the user

@@ -1,0 +1,21 @@
+# storage.keep_round_models: reported. Once a chain has finished (stop.json needs every
+# evaluation, validation and probe of the chain, hence every job that read one of its
+# models), every round model but the reported one is removed (soft.storage).
+
+
+rule remove_round_models:
+    input:
+        stop="results/{exp}/stop.json",
+    output:
+        "results/{exp}/round_models_removed.json",
+    params:
+        model_round=PAPER["model_round"],
+    log:
+        "logs/{exp}/remove_round_models.log",
+    localrule: True
+    threads: 1
+    resources:
+        mem_mb=500,
+        gpu=0,
+    script:
+        "../workflow/scripts/remove_round_models.py"
