@@ -243,7 +243,7 @@ def validate_source(source: Any, where: str = "base_model.source") -> dict:
 
 def _check_local_folder(path: Path) -> None:
     if not path.is_dir():
-        raise SoftError(f"config key base_model.source.path: {path} is not a folder")
+        raise SoftError(f"config key 'base_model.source.path': {path} is not a folder")
     check_model_dir(path, need_tokenizer=True)
 
 
@@ -258,7 +258,7 @@ def check_source_inputs(source: dict, prepared_dir: str | Path) -> None:
         _check_local_folder(Path(source["path"]))
     except SoftError as e:
         msg = str(e)
-        raise SoftError(msg if msg.startswith("config key") else f"config key base_model.source.path: {msg}") from None
+        raise SoftError(msg if msg.startswith("config key") else f"config key 'base_model.source.path': {msg}") from None
 
 
 def _versions() -> dict[str, str]:
