@@ -202,7 +202,7 @@ def test_hub_source_defaults_and_pool_file():
 @pytest.mark.parametrize("over, message", [
     ({"feild": "instruction"}, "config key 'prompts.feild': unknown key (did you mean 'field'?); expected one of "
                                "source, dataset, file, field, category_field, revision, sha256, max_prompts, "
-                               "got 'instruction'"),
+                               "context_field, context_format, drop_categories, local_file, got 'instruction'"),
     ({"file": "d.csv"}, r"config key 'prompts.file': expected a string matching \.(jsonl|json|parquet)$, got 'd.csv'"),
     ({"dataset": "dolly"}, "config key 'prompts.dataset': expected a string matching "
                            "^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$, got 'dolly'"),
@@ -253,7 +253,7 @@ def test_a_fetched_pool_is_counted_at_dag_build(tmp_path):
 def test_a_misspelt_hub_key_stops_the_dry_run(tmp_path):
     assert_refused(dry_run(tmp_path, hub_config(tmp_path, {**HUB, "feild": "instruction"})),
                    "invalid configuration: config key 'prompts.feild': unknown key (did you mean 'field'?); "
-                   "expected one of source, dataset, file, field, category_field, context_field, context_format, drop_categories, local_file, revision, sha256, max_prompts, "
+                   "expected one of source, dataset, file, field, category_field, revision, sha256, max_prompts, context_field, context_format, drop_categories, local_file, "
                    "got 'instruction'")
 
 
