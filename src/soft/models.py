@@ -25,24 +25,6 @@ def pick_dtype(device: str):
     return torch.float32
 
 
-# /proc/cpuinfo flags of CPUs with native bf16 arithmetic (AVX512-BF16, AMX).
-CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
-
-
-def cpu_has_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
-    """True when this CPU computes bf16 natively. Without it bf16 matmuls are emulated and
-    ~400x slower than fp32 (DESIGN.md section 4), so fp32 is the choice there. Reads the
-    kernel's CPU flags; where there are none (not Linux), asks oneDNN."""
-    try:
-        text = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        import torch
-
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    flags = {f for line in text.splitlines() if line.startswith("flags") for f in line.split(":", 1)[-1].split()}
-    return any(flag in flags for flag in CPU_BF16_FLAGS)
-
-
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
 
 

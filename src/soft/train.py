@@ -88,16 +88,13 @@ def check_bitsandbytes(key: str) -> None:
                         f"pip install bitsandbytes==0.50.2, or use method lora or full") from None
 
 
-def qlora_compute_dtype(device: str):
-    """The dtype the 4-bit layers compute in, and the merged model is saved in: bf16 on a
-    GPU and on CPUs with native bf16 (soft.models.cpu_has_bf16), else fp32."""
-    import torch
+def qlora_compute_dtype(device: str, flags=None):
+    """The dtype the 4-bit layers compute in, and the merged model is saved in: bf16 where
+    the hardware has it (soft.precision's `auto`: a bf16 GPU, or a CPU reporting amx_bf16 or
+    avx512_bf16), else fp32."""
+    from soft.precision import decide
 
-    from soft.models import cpu_has_bf16
-
-    if device == "cuda" or cpu_has_bf16():
-        return torch.bfloat16
-    return torch.float32
+    return decide("auto", device, flags=flags, stage="training").torch_dtype
 
 
 def warmup_steps(train_cfg: dict, n_examples: int, world_size: int = 1) -> int:
