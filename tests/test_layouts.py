@@ -107,6 +107,12 @@ def test_plain_training_data_is_what_the_optimiser_sees(plain_dir, tmp_path, mon
         prompt = lay.prompt_text(tok, PRINCIPLES.system_prompt, rec["prompt"])
         assert tok.decode(ids) == prompt + rec["response"] + tok.eos_token
         assert tok.decode(answer_ids) == rec["response"] + tok.eos_token
+    # the dataset itself carries the eos (TRL would add a missing one, other trainers may not)
+    from soft.train import build_dataset
+
+    row = build_dataset(recs[:1], PRINCIPLES, tok, train, lay)[0]
+    assert row == {"prompt": lay.prompt_text(tok, PRINCIPLES.system_prompt, recs[0]["prompt"]),
+                   "completion": recs[0]["response"] + tok.eos_token}
     card = json.loads((out / MODEL_CARD).read_text())
     assert card["layout"] == {"kind": "plain", "plain": PLAIN["plain_layout"]}
 
