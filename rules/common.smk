@@ -30,6 +30,7 @@ from soft.early_stop import validation_kind
 from soft.errors import SoftError, refuse
 from soft.icl import earlier_rounds
 from soft.io import read_json
+from soft.layouts import layout_settings
 from soft.principles import load_exemplars, load_principles
 from soft.prompt_pool import check_local_copy, known_pool_size
 from soft.records import read_prompts
@@ -71,6 +72,8 @@ try:
     EXEMPLAR_POOL = load_exemplars(config["exemplars"])
     load_principles(config["principles"])  # checked now, not when the first job reads it
     check_pool_sizes(NAMED_EXPERIMENTS, n_prompts, len(EXEMPLAR_POOL), prompts_label, config["exemplars"])
+    # How every stage but principle-driven generation lays out a (system, user) turn.
+    LAYOUT = layout_settings(config["base_model"])
     EVALUATION = evaluation_settings(config, SCHEMA)
     check_evaluation(EVALUATION, NAMED_EXPERIMENTS)
     check_paper(PAPER, NAMED_EXPERIMENTS)
@@ -86,11 +89,14 @@ except SoftError as e:
 
 SEED = config.get("seed", 0)
 # What lm-eval's result depends on (the probe and judge settings are not).
-LM_EVAL_SETTINGS = {k: EVALUATION[k] for k in ("tasks", "batch_size", "limit", "model_class") if k in EVALUATION}
+LM_EVAL_SETTINGS = {k: EVALUATION[k] for k in ("tasks", "raw_tasks", "batch_size", "limit", "model_class")
+                    if k in EVALUATION}
 PROBE = EVALUATION["probe"]
 JUDGE = EVALUATION["judge"]
 PROBES = PROBE.get("prompts") is not None
 JUDGES = JUDGE["kind"] != "none"
+# The base model's layout settings apply to the judge when the judge is the base model.
+JUDGE_LAYOUT = LAYOUT if JUDGE.get("model") is None else None
 BASE_MODEL_DIR = f"resources/models/{config['base_model']['name']}"
 BENCHMARK_DIR = "resources/benchmarks"
 TABLES_DIR, FIGURES_DIR = output_dirs(config)

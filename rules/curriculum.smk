@@ -15,6 +15,7 @@ rule score_pool_difficulty:
         prompt_budget=lambda w: experiment(w)["prompt_budget"],
         max_length=lambda w: experiment(w)["train"]["max_length"],
         seed=seed_of,
+        layout=LAYOUT,
     log:
         "logs/{exp}/score_pool_difficulty.log",
     benchmark:
@@ -40,6 +41,7 @@ rule score_round_difficulty:
         curriculum=curriculum_of,
         max_length=lambda w: experiment(w)["train"]["max_length"],
         seed=seed_of,
+        layout=LAYOUT,
     log:
         "logs/{exp}/score_round_difficulty/round{k}.log",
     benchmark:

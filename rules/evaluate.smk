@@ -6,11 +6,16 @@ rule evaluate_model:
     input:
         model=eval_model,
         benchmarks=BENCHMARK_DIR,
+        # the layout view's system prompt (principles.yaml system_prompt)
+        principles=config["principles"],
     output:
-        "results/{exp}/eval/round{k}.json",
+        result="results/{exp}/eval/round{k}.json",
+        # per-document metrics, to pair documents across rounds and experiments
+        samples="results/{exp}/eval/round{k}_samples.jsonl",
     params:
         settings=LM_EVAL_SETTINGS,
         seed=seed_of,
+        layout=LAYOUT,
     log:
         "logs/{exp}/evaluate_model/round{k}.log",
     benchmark:

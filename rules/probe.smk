@@ -14,6 +14,7 @@ rule probe_model:
     params:
         settings=PROBE,
         seed=seed_of,
+        layout=LAYOUT,
     log:
         "logs/{exp}/probe_model/round{k}.log",
     benchmark:
@@ -37,6 +38,7 @@ rule judge_answers:
     params:
         comparisons=lambda w: [(k, label, cand, ref) for k, label, cand, ref in judge_comparisons(w.exp)],
         settings=JUDGE,
+        layout=JUDGE_LAYOUT,
     log:
         "logs/{exp}/judge_answers.log",
     benchmark:

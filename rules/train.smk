@@ -16,6 +16,7 @@ rule train_model:
         round=round_of,
         seed=seed_of,
         work_dir=lambda w: f"results/{w.exp}/train_work/round{w.k}",
+        layout=LAYOUT,
     log:
         "logs/{exp}/train_model/round{k}.log",
     benchmark:

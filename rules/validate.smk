@@ -16,6 +16,7 @@ rule validate_model:
         batch_size=EVALUATION["batch_size"],
         limit=EVALUATION.get("limit"),
         seed=seed_of,
+        layout=LAYOUT,
     log:
         "logs/{exp}/validate_model/round{k}.log",
     benchmark:

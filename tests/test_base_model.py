@@ -120,8 +120,12 @@ def test_prepare_local_model(tiny_model_dir, tmp_path):
     assert [p.name for p in out.parent.iterdir()] == ["tiny"]  # no temp folder left
 
 
-def test_prepare_refuses_tokenizer_without_chat_template(tiny_model_dir, tmp_path):
+def test_prepare_takes_a_tokenizer_without_chat_template_unless_chat_is_asked(tiny_model_dir, tmp_path):
+    """A pretrained model has no chat template: `auto` and `plain` prepare it (the plain
+    layout then applies); `template: chat` refuses it with a message naming the key."""
     import shutil
+
+    from transformers import AutoTokenizer
 
     d = tmp_path / "m"
     shutil.copytree(tiny_model_dir, d)
@@ -130,9 +134,13 @@ def test_prepare_refuses_tokenizer_without_chat_template(tiny_model_dir, tmp_pat
     cfg = json.loads((d / "tokenizer_config.json").read_text())
     cfg.pop("chat_template", None)
     (d / "tokenizer_config.json").write_text(json.dumps(cfg))
-    with pytest.raises(SoftError, match="chat_template"):
-        B.prepare_base_model({"kind": "local", "path": str(d)}, tmp_path / "o", tmp_path)
+    with pytest.raises(SoftError, match="base_model.template is 'chat' but the tokenizer has no chat template"):
+        B.prepare_base_model({"kind": "local", "path": str(d)}, tmp_path / "o", tmp_path, template="chat")
     assert not (tmp_path / "o").exists()
+    for template in ("auto", "plain"):
+        out = tmp_path / f"o_{template}"
+        B.prepare_base_model({"kind": "local", "path": str(d)}, out, tmp_path / "work", template=template)
+        assert list(out.glob("*.safetensors")) and not AutoTokenizer.from_pretrained(out).chat_template
 
 
 def test_fix_modes(tmp_path):

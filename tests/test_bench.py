@@ -38,15 +38,15 @@ def test_quick_benchmark_writes_every_section(tmp_path, capsys):
     assert ld["ratio"] == round(ld["gguf_s"] / ld["safetensors_s"], 2) and "written by the bench" in ld["gguf"]
     assert r["scaling"] == {"measured": False, "why": "run with --scaling: about 2 minutes"}
     sc = r["scoring"]
-    assert sc["soft_hhh"]["documents"] == 8 and sc["soft_truthfulqa_mc1"]["documents"] == 2
-    for task in ("soft_truthfulqa_mc1", "soft_hhh"):
+    assert sc["soft_hhh"]["documents"] == 8 and sc["soft_bigbench_truthfulqa_mc1"]["documents"] == 2
+    for task in ("soft_bigbench_truthfulqa_mc1", "soft_hhh"):
         row = sc[task]
         for c in ("hf", "cached"):
             assert row[c]["requests"] > 0 and row[c]["requests_per_s"] > 0 and row[c]["flops"] > 0
         assert row["identical"] is True and row["greedy_mismatches"] == 0 and row["ratio"] > 0
         assert row["max_abs_logprob_diff"] <= 1e-4 and row["acc"]["hf"] == row["acc"]["cached"]
     # the shared primer runs once: the cached class runs fewer tokens for the same requests
-    tqa = sc["soft_truthfulqa_mc1"]
+    tqa = sc["soft_bigbench_truthfulqa_mc1"]
     assert tqa["cached"]["requests"] == tqa["hf"]["requests"] and tqa["cached"]["tokens"] < tqa["hf"]["tokens"]
     assert sc["cached"]["flops"] > 0
     status = {name: s for name, _, s in r["targets"]}
@@ -98,7 +98,7 @@ def test_targets_judge_figures_against_matmul():
     assert got["safetensors load >= 10x faster than GGUF"] == ("4.00x", "not met")
     assert got["2x prompts costs <= 2.1x time"] == ("2.300x", "not met")
     row = {"ratio": 3.0, "identical": True}
-    r["scoring"] = {"soft_truthfulqa_mc1": row, "soft_hhh": {"ratio": 1.2, "identical": True},
+    r["scoring"] = {"soft_bigbench_truthfulqa_mc1": row, "soft_hhh": {"ratio": 1.2, "identical": True},
                     "cached": {"flops": 70.0}}
     got = {name: (fig, s) for name, fig, s in targets(r)}
     assert got["KV-cache scoring >= 2x stock hf requests/s with identical scores"] == ("3.00x", "met")

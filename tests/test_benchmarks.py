@@ -143,22 +143,25 @@ def _lm_eval_load(path: Path) -> dict:
 
 
 def _questions(n: int = 3) -> dict:
-    return {"examples": [{"Question": f"q{i}?", "True answers": [f"yes {i}", f"true {i}"],
+    return {"examples": [{"Question": f"q{i}?", "Best answer": f"true {i}", "True answers": [f"yes {i}", f"true {i}"],
                           "False answers": [f"no {i}", f"false {i}", f"never {i}"]} for i in range(n)]}
 
 
 @pytest.fixture
 def task_dir(tmp_path):
     tasks = {name: _records(5, name=name) for name in bm.HHH_TASKS}
-    tasks[bm.TRUTHFULQA_TASK] = _records(4, k=5, name=bm.TRUTHFULQA_TASK)
+    for raw, ab in zip(bm.HHH_TASKS, bm.HHH_AB_TASKS):
+        tasks[ab] = bm.hhh_ab_records(tasks[raw], ab)
+    tasks[bm.BIGBENCH_TRUTHFULQA_TASK] = _records(4, k=5, name=bm.BIGBENCH_TRUTHFULQA_TASK)
+    tasks[bm.TRUTHFULQA_TASK] = bm.convert_truthfulqa_mc1(_questions(), bm.TRUTHFULQA_TASK, seed=0)
     tasks[bm.TRUTHFULQA_MC2_TASK] = bm.convert_mc2(_questions(), bm.TRUTHFULQA_MC2_TASK)
-    bm.write_lm_eval_tasks(tmp_path, tasks, {bm.TRUTHFULQA_TASK: PRIMER, bm.TRUTHFULQA_MC2_TASK: PRIMER})
+    bm.write_lm_eval_tasks(tmp_path, tasks, {bm.BIGBENCH_TRUTHFULQA_TASK: PRIMER})
     return tmp_path
 
 
 def test_yaml_files_name_the_right_tasks(task_dir):
     names = sorted(p.stem for p in task_dir.glob("*.yaml"))
-    assert names == sorted([*bm.ALL_TASKS, bm.HHH_GROUP])
+    assert names == sorted([*bm.ALL_TASKS, *bm.GROUPS])
     for task in bm.ALL_TASKS:
         cfg = _lm_eval_load(task_dir / f"{task}.yaml")
         assert cfg["task"] == task
@@ -173,6 +176,8 @@ def test_yaml_files_name_the_right_tasks(task_dir):
         assert (task_dir / f"{task}.jsonl").is_file()
     group = yaml.safe_load((task_dir / "soft_hhh.yaml").read_text())
     assert group["group"] == "soft_hhh" and group["task"] == bm.HHH_TASKS
+    group_ab = yaml.safe_load((task_dir / "soft_hhh_ab.yaml").read_text())
+    assert group_ab["group"] == "soft_hhh_ab" and group_ab["task"] == bm.HHH_AB_TASKS
     assert {m["metric"] for m in group["aggregate_metric_list"]} == {"acc", "acc_norm"}
     assert all(m["weight_by_size"] for m in group["aggregate_metric_list"])
 
@@ -180,15 +185,18 @@ def test_yaml_files_name_the_right_tasks(task_dir):
 def test_yaml_prompts_round_trip(task_dir):
     hhh = _lm_eval_load(task_dir / "soft_hhh_other.yaml")
     assert hhh["doc_to_text"] == "Human: {{question}}\n\nAssistant:"
-    tqa = _lm_eval_load(task_dir / f"{bm.TRUTHFULQA_TASK}.yaml")
+    tqa = _lm_eval_load(task_dir / f"{bm.BIGBENCH_TRUTHFULQA_TASK}.yaml")
     assert tqa["doc_to_text"] == PRIMER + "\nQ: {{question}}\nA:"
     assert tqa["target_delimiter"] == " "
+    # the layout view's tasks: the record's question is the whole user turn, no primer
+    for task in (*bm.HHH_AB_TASKS, bm.TRUTHFULQA_TASK, bm.TRUTHFULQA_MC2_TASK):
+        assert _lm_eval_load(task_dir / f"{task}.yaml")["doc_to_text"] == "{{question}}"
 
 
 def test_primer_with_jinja_syntax_is_escaped(tmp_path):
-    tasks = {bm.TRUTHFULQA_TASK: _records(2, name=bm.TRUTHFULQA_TASK)}
-    bm.write_lm_eval_tasks(tmp_path, tasks, {bm.TRUTHFULQA_TASK: "Q: {{x}}?\nA: y\n"})
-    text = _lm_eval_load(tmp_path / f"{bm.TRUTHFULQA_TASK}.yaml")["doc_to_text"]
+    tasks = {bm.BIGBENCH_TRUTHFULQA_TASK: _records(2, name=bm.BIGBENCH_TRUTHFULQA_TASK)}
+    bm.write_lm_eval_tasks(tmp_path, tasks, {bm.BIGBENCH_TRUTHFULQA_TASK: "Q: {{x}}?\nA: y\n"})
+    text = _lm_eval_load(tmp_path / f"{bm.BIGBENCH_TRUTHFULQA_TASK}.yaml")["doc_to_text"]
     from lm_eval.utils import apply_template
 
     assert apply_template(text, {"question": "Why?"}) == "Q: {{x}}?\nA: y\n\nQ: Why?\nA:"
@@ -198,7 +206,7 @@ def test_write_rejects_unknown_task_and_missing_primer(tmp_path):
     with pytest.raises(SoftError, match="unknown benchmark task"):
         bm.write_lm_eval_tasks(tmp_path, {"nope": _records(2)})
     with pytest.raises(SoftError, match="primer"):
-        bm.write_lm_eval_tasks(tmp_path, {bm.TRUTHFULQA_TASK: _records(2)})
+        bm.write_lm_eval_tasks(tmp_path, {bm.BIGBENCH_TRUTHFULQA_TASK: _records(2)})
 
 
 def test_lm_eval_dataset_resolves_relative_to_yaml(task_dir, tmp_path, monkeypatch):
@@ -215,7 +223,7 @@ def test_lm_eval_task_manager_finds_tasks(task_dir):
     from lm_eval.tasks import TaskManager
 
     tm = TaskManager(include_path=str(task_dir), include_defaults=False)
-    assert set(bm.ALL_TASKS) | {bm.HHH_GROUP} <= set(tm.all_tasks)
+    assert set(bm.ALL_TASKS) | set(bm.GROUPS) <= set(tm.all_tasks)
 
 
 # ----------------------------------------------------------------- prepare_benchmarks
@@ -224,10 +232,10 @@ def test_lm_eval_task_manager_finds_tasks(task_dir):
 def test_prepare_benchmarks_from_local_sdist(tmp_path):
     files = {}
     for name, member in bm.MEMBERS.items():
-        task = _task(n=3, k=4 if name == bm.TRUTHFULQA_TASK else 2)
-        if name == bm.TRUTHFULQA_TASK:
+        task = _task(n=3, k=4 if name == bm.BIGBENCH_TRUTHFULQA_TASK else 2)
+        if name == bm.BIGBENCH_TRUTHFULQA_TASK:
             task["task_prefix"] = PRIMER
-        if name == bm.TRUTHFULQA_MC2_TASK:
+        if name in (bm.TRUTHFULQA_TASK, bm.TRUTHFULQA_MC2_TASK):
             task = _questions()
         files[f"bigbench-1.0.0/{member}"] = json.dumps(task).encode()
     sdist = _make_tar(tmp_path / "bigbench-1.0.0.tar.gz", files)
@@ -236,7 +244,7 @@ def test_prepare_benchmarks_from_local_sdist(tmp_path):
     manifest = bm.prepare_benchmarks("bigbench==1.0.0", digest, out, tmp_path / "work", seed=7, sdist=sdist)
     assert manifest["seed"] == 7 and manifest["sdist"]["sha256"] == digest
     assert json.loads((out / "manifest.json").read_text()) == manifest
-    assert all(v["records"] == 3 for v in manifest["tasks"].values())
+    assert all(v["records"] == (6 if name in bm.HHH_AB_TASKS else 3) for name, v in manifest["tasks"].items())
     assert str(tmp_path) not in (out / "manifest.json").read_text()
     assert len(bm.read_task_jsonl(out / "soft_truthfulqa_mc1.jsonl")) == 3
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".bench.")]  # no temp left
@@ -268,6 +276,33 @@ RAW = {
     "config": {"model_args": {"pretrained": "/abs/path/model"}},
     "date": 1700000000.0,
 }
+
+
+def test_hhh_ab_shows_each_item_in_both_orders():
+    recs = _records(3)
+    ab = bm.hhh_ab_records(recs, "soft_hhh_ab_harmless")
+    assert [r["id"] for r in ab[:2]] == ["soft_hhh_ab_harmless-0000-ab", "soft_hhh_ab_harmless-0000-ba"]
+    for i, rec in enumerate(recs):
+        first, second = ab[2 * i], ab[2 * i + 1]
+        assert first["choices"] == second["choices"] == ["A", "B"]
+        assert rec["question"] in first["question"] and first["question"] != second["question"]
+        # the preferred answer sits after its letter in both orders
+        for doc in (first, second):
+            letter = doc["choices"][doc["label"]]
+            assert f"{letter}) {rec['choices'][rec['label']]}\n" in doc["question"] + "\n"
+        assert {first["label"], second["label"]} == {0, 1}
+        assert bm._check_record(first) is None
+
+
+def test_truthfulqa_mc1_is_the_best_answer_among_the_false_ones():
+    recs = bm.convert_truthfulqa_mc1(_questions(4), "t", seed=0)
+    assert recs == bm.convert_truthfulqa_mc1(_questions(4), "t", seed=0)
+    for i, r in enumerate(recs):
+        assert sorted(r["choices"]) == sorted([f"true {i}", f"no {i}", f"false {i}", f"never {i}"])
+        assert r["choices"][r["label"]] == f"true {i}"
+    assert len({r["label"] for r in bm.convert_truthfulqa_mc1(_questions(12), "t", seed=0)}) > 1  # shuffled
+    with pytest.raises(SoftError, match="example 0: 'Best answer'"):
+        bm.convert_truthfulqa_mc1({"examples": [{"Question": "q", "False answers": ["b"]}]}, "t", seed=0)
 
 
 def test_mc2_records_keep_true_answers_first():

@@ -25,7 +25,7 @@ def collapse_config(workdir: Path) -> Path:
         experiments={"single_round": {"rounds": 1},
                      "collapsing": {"rounds": 3, "early_stop": forced},
                      "patient": {"rounds": 2, "early_stop": patient}},
-        evaluation={"tasks": ["soft_hhh"], "batch_size": 4, "limit": 2,
+        evaluation={"tasks": ["soft_hhh_ab"], "raw_tasks": ["soft_hhh"], "batch_size": 4, "limit": 2,
                     "probe": {"prompts": str(REPO / "config/probe_prompts.jsonl"), "max_new_tokens": 12},
                     "judge": {"kind": "local", "reference": "single_round"}},
     )

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from soft.config import (
+    check_evaluation,
     BASE_MODEL_EXP,
     check_moved_keys,
     check_pool_sizes,
@@ -468,14 +469,18 @@ def test_evaluation_settings(cfg, schema):
     # defaults: no probe prompts, no judge (both only when configured)
     probe = {"max_new_tokens": 96, "temperature": 0.7, "top_p": 0.95, "batch_size": 8}
     judge = {"kind": "none", "batch_size": 4}
-    assert evaluation_settings({}, schema) == {"tasks": ["soft_hhh", "soft_truthfulqa_mc1"], "batch_size": 4,
-                                               "probe": probe, "judge": judge}
+    views = {"tasks": ["soft_hhh_ab", "soft_truthfulqa_mc1", "soft_truthfulqa_mc2"],
+             "raw_tasks": ["soft_hhh", "soft_bigbench_truthfulqa_mc1"]}
+    assert evaluation_settings({}, schema) == {**views, "batch_size": 4, "probe": probe, "judge": judge}
     assert evaluation_settings(cfg, schema) == {
-        "tasks": ["soft_hhh", "soft_truthfulqa_mc1"], "batch_size": 4, "limit": 25,
+        **views, "batch_size": 4, "limit": 25,
         "probe": {**probe, "prompts": "config/probe_prompts.jsonl"},
         "judge": {**judge, "kind": "local", "reference": "single_round"}}
     assert evaluation_settings({"evaluation": {"tasks": ["soft_hhh"]}}, schema) == {
-        "tasks": ["soft_hhh"], "batch_size": 4, "probe": probe, "judge": judge}
+        "tasks": ["soft_hhh"], "raw_tasks": views["raw_tasks"], "batch_size": 4, "probe": probe, "judge": judge}
+    # a task belongs to one view: caught when the DAG is built
+    with pytest.raises(SoftError, match="'evaluation.tasks' and 'evaluation.raw_tasks' both name soft_hhh"):
+        check_evaluation(evaluation_settings({"evaluation": {"tasks": ["soft_hhh"]}}, schema), {})
 
 
 def test_extends_switching_a_variant_replaces_the_section(tmp_path, monkeypatch):

@@ -19,6 +19,7 @@ from soft.curriculum import (
 )
 from soft.errors import SoftError
 from soft.io import write_jsonl
+from soft.layouts import Layout
 from soft.principles import load_principles
 from soft.prompts import budget_prompts, split_rounds
 from tiny import REPO, make_tiny_model
@@ -113,9 +114,10 @@ def tiny(tmp_path_factory):
 def test_scoring_texts_follow_the_training_layout(tiny):
     _, tok, _ = tiny
     p = load_principles(PRINCIPLES)
-    ctx, span = scoring_texts(tok, p, "How do tides work?", None)
+    chat = Layout.for_tokenizer(tok)
+    ctx, span = scoring_texts(tok, chat, p, "How do tides work?", None)
     assert span == "How do tides work?" and ctx.endswith("<|im_start|>user\n") and p.system_prompt in ctx
-    ctx, span = scoring_texts(tok, p, "How do tides work?", "The moon pulls.")
+    ctx, span = scoring_texts(tok, chat, p, "How do tides work?", "The moon pulls.")
     assert span == "The moon pulls." and ctx.endswith("<|im_start|>assistant\n")
 
 
@@ -126,7 +128,7 @@ def test_batched_span_nll_equals_one_at_a_time(tiny):
 
     _, tok, model = tiny
     p = load_principles(PRINCIPLES)
-    pairs = [encode_pair(tok, *scoring_texts(tok, p, q, a), max_length=128) for q, a in [
+    pairs = [encode_pair(tok, *scoring_texts(tok, Layout.for_tokenizer(tok), p, q, a), max_length=128) for q, a in [
         ("Why is the sky blue?", "Scattering of sunlight by air."),
         ("Write a haiku about rain please, a long one with many words in it", "Rain falls."),
         ("Hi", "Hello! How can I help you today?")]]

@@ -55,7 +55,7 @@ def write_config(workdir: Path, experiments: dict, defaults: dict | None = None)
         "prompts": PROMPTS,
         "principles": PRINCIPLES,
         "exemplars": EXEMPLARS,
-        "evaluation": {"tasks": ["soft_hhh", "soft_truthfulqa_mc1"], "batch_size": 4},
+        "evaluation": {"tasks": ["soft_truthfulqa_mc1"], "raw_tasks": ["soft_hhh"], "batch_size": 4},
         "defaults": defaults if defaults is not None else {
             "prompt_budget": 6,
             "rounds": 1,
@@ -202,8 +202,8 @@ def check_chain(plan: Plan, exp: str, rounds: int, init: str) -> None:
         assert job["output"] == [f"{r}/models/round{k}"]
 
         job = plan.one("evaluate_model", exp=exp, k=k)
-        assert job["input"] == [f"{r}/models/round{k}", BENCH]
-        assert job["output"] == [f"{r}/eval/round{k}.json"]
+        assert job["input"] == [f"{r}/models/round{k}", BENCH, PRINCIPLES]
+        assert job["output"] == [f"{r}/eval/round{k}.json", f"{r}/eval/round{k}_samples.jsonl"]
 
 
 def check_shared(plan: Plan, experiments: dict[str, int]) -> None:
@@ -211,8 +211,8 @@ def check_shared(plan: Plan, experiments: dict[str, int]) -> None:
     base_evals = [j for j in plan.jobs if j["rule"] == "evaluate_model" and j["wildcards"]["k"] == "0"]
     assert len(base_evals) == 1
     assert base_evals[0]["wildcards"] == {"exp": "base_model", "k": "0"}
-    assert base_evals[0]["input"] == [BASE, BENCH]
-    assert base_evals[0]["output"] == [BASE_EVAL]
+    assert base_evals[0]["input"] == [BASE, BENCH, PRINCIPLES]
+    assert base_evals[0]["output"] == [BASE_EVAL, BASE_EVAL.replace(".json", "_samples.jsonl")]
     assert plan.one("prepare_base_model", model=BASE_NAME)["output"] == [BASE]
     assert plan.one("fetch_benchmarks")["output"] == [BENCH]
 
@@ -234,7 +234,8 @@ def check_shared(plan: Plan, experiments: dict[str, int]) -> None:
         for path in job["input"]:
             if path.startswith(("results/", "resources/")):
                 assert path in producers, f"{job['rule']} reads {path}, which no job writes"
-    assert not any(o.startswith("results/") and "/round0" in o and o != BASE_EVAL for o in producers)
+    base_outputs = (BASE_EVAL, BASE_EVAL.replace(".json", "_samples.jsonl"))
+    assert not any(o.startswith("results/") and "/round0" in o and o not in base_outputs for o in producers)
 
 
 # ---------------------------------------------------------------- one experiment, T = 1..5

@@ -20,7 +20,7 @@ ROOTS = ("results", "resources")
 SIGNALS_CONFIG = {
     "experiments": {"soft": {"rounds": 2, "train": {"data": "cumulative"},
                              "early_stop": {"validation": str(REPO / "config/validation.jsonl"), "patience": 2}}},
-    "evaluation": {"tasks": ["soft_hhh"], "batch_size": 4, "limit": 2,
+    "evaluation": {"tasks": ["soft_hhh_ab"], "raw_tasks": ["soft_hhh"], "batch_size": 4, "limit": 2,
                    "probe": {"prompts": str(REPO / "config/probe_prompts.jsonl"), "max_new_tokens": 8},
                    "judge": {"kind": "local"}},
 }

@@ -221,7 +221,8 @@ def test_local_judge_without_a_chat_template(tiny_judge_dir):
     judge = LocalJudge(str(tiny_judge_dir), batch_size=2)
     judge.tokenizer.chat_template = None
     text, special = judge.judge_text("Which is better?")
-    assert text == "Which is better?\nVerdict:" and special
+    # the plain layout (soft.layouts), no system prompt; the tokenizer adds its own specials
+    assert text == "### User\nWhich is better?\n\n### Assistant\n" and special
     questions = ["q1", "q2", "q3"]
     out = judge_pairs(judge, questions, ["a1", "a2", "a3"], ["b1", "b2", "b3"])
     assert out["summary"]["n"] == len(questions)

@@ -189,3 +189,27 @@ def test_unknown_model_class_is_rejected(model_dir, tmp_path):
     (tmp_path / "bench").mkdir()
     with pytest.raises(SoftError, match="model_class"):
         run_lm_eval(model_dir, ["soft_hhh"], tmp_path / "bench", 2, None, model_class="vllm")
+
+
+def test_layout_view_per_request_scores_match_stock_with_the_chat_template(model_dir, tmp_path):
+    """In the layout view the cached class renders each request through soft.layouts; with
+    a chat template that is the tokenizer's own template, so every request's context and
+    log-likelihood equal the stock class's (which calls the tokenizer directly)."""
+    from soft.benchmarks import prepare_benchmarks
+    from soft.evaluate import run_lm_eval
+
+    sha = make_tiny_bigbench(tmp_path / "bb.tar.gz")
+    prepare_benchmarks("bigbench==1.0.0", sha, tmp_path / "bench", tmp_path / "w", 0, sdist=tmp_path / "bb.tar.gz")
+    per_class = {}
+    for model_class in ("hf", "cached"):
+        raw = run_lm_eval(model_dir, ["soft_hhh_ab", "soft_truthfulqa_mc1"], tmp_path / "bench", 2, None,
+                          model_class=model_class, view="layout", system_prompt="Be helpful.", log_samples=True)
+        per_class[model_class] = {
+            (task, s["doc_id"], i): (s["arguments"][i], s["resps"][i][0])
+            for task, samples in raw["samples"].items() for s in samples for i in range(len(s["resps"]))}
+    stock, cached = per_class["hf"], per_class["cached"]
+    assert stock.keys() == cached.keys() and len(stock) == 4 * 6 * 2 + 3 * 3
+    for key, (args, (ll, greedy)) in stock.items():
+        c_args, (c_ll, c_greedy) = cached[key]
+        assert c_args == args and "<|im_start|>system\nBe helpful.<|im_end|>" in args[0]
+        assert abs(float(ll) - float(c_ll)) < 1e-4 and greedy == c_greedy

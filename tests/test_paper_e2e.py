@@ -27,7 +27,7 @@ def paper_config(workdir: Path) -> Path:
         workdir,
         experiments={"single_round": {"rounds": 1}, "soft": {"rounds": 2}},
         seeds=[0, 1],
-        evaluation={"tasks": ["soft_hhh", "soft_truthfulqa_mc1"], "batch_size": 4, "limit": 2,
+        evaluation={"tasks": ["soft_truthfulqa_mc1"], "raw_tasks": ["soft_hhh"], "batch_size": 4, "limit": 2,
                     "probe": {"prompts": str(REPO / "config/probe_prompts.jsonl"), "max_new_tokens": 8},
                     "judge": {"kind": "local", "reference": "single_round"}},
         paper={"include": [str(ablation)], "main": ["single_round", "soft"]},

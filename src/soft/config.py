@@ -444,6 +444,12 @@ def check_evaluation(evaluation: dict, experiments: dict[str, dict]) -> None:
     judge endpoint without its key variable would otherwise fail after the whole chain)."""
     from soft.records import read_prompts
 
+    both = sorted(set(evaluation.get("tasks") or []) & set(evaluation.get("raw_tasks") or []))
+    if both:
+        raise SoftError(f"config keys 'evaluation.tasks' and 'evaluation.raw_tasks' both name {', '.join(both)}; "
+                        f"a task is scored in one view (layout or raw)")
+    if not evaluation.get("tasks") and not evaluation.get("raw_tasks"):
+        raise SoftError("config keys 'evaluation.tasks' and 'evaluation.raw_tasks' are both empty")
     probe, judge = evaluation["probe"], evaluation["judge"]
     if probe.get("prompts") is not None:
         read_prompts(probe["prompts"])

@@ -3,7 +3,8 @@
 Difficulty of an example is the mean negative log-likelihood (log-perplexity) of its
 scored span under a scorer model: the user prompt (target `prompt`, given the distilled
 system prompt) or the answer (target `prompt_response`, given system prompt and user
-turn), both laid out with the chat template exactly as training sees them.
+turn), both laid out exactly as training sees them (soft.layouts: the chat template or the
+plain layout).
 
 Two scopes (the paper leaves open which one SOFT+ uses):
 - across_rounds: the experiment's prompt budget is scored once by the base model, sorted,
@@ -20,7 +21,8 @@ import time
 
 from soft.errors import SoftError
 from soft.io import FieldSpec, read_jsonl
-from soft.principles import Principles, training_messages
+from soft.layouts import Layout
+from soft.principles import Principles
 
 log = logging.getLogger(__name__)
 
@@ -53,25 +55,22 @@ def check_curriculum(key: str, curriculum: dict) -> None:
             f"written; set target: prompt, or scope: within_round")
 
 
-def scoring_texts(tokenizer, principles: Principles, prompt: str, response: str | None) -> tuple[str, str]:
-    """(context, scored span) for one example, in the training layout (chat template)."""
-    msgs = training_messages(principles, prompt)["prompt"]
-    if getattr(tokenizer, "chat_template", None):
-        if response is None:
-            text = tokenizer.apply_chat_template(msgs, tokenize=False)
-            start = text.rindex(prompt)
-            return text[:start], prompt
-        return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True), response
-    context = f"{principles.system_prompt}\n\nUser: "
+def scoring_texts(tokenizer, layout: Layout, principles: Principles, prompt: str,
+                  response: str | None) -> tuple[str, str]:
+    """(context, scored span) for one example, in the training layout (soft.layouts):
+    the prompt given the distilled system prompt (response None), else the answer given
+    both."""
     if response is None:
-        return context, prompt
-    return f"{context}{prompt}\n\nAssistant: ", response
+        return layout.user_span(tokenizer, principles.system_prompt, prompt)
+    return layout.prompt_text(tokenizer, principles.system_prompt, prompt), response
 
 
-def encode_pair(tokenizer, context: str, span: str, max_length: int) -> tuple[list[int], list[int]]:
+def encode_pair(tokenizer, context: str, span: str, max_length: int,
+                add_special_tokens: bool = False) -> tuple[list[int], list[int]]:
     """Token ids of context and span, cut to max_length (the span keeps its start, the
-    context its end: the span is what is scored)."""
-    ctx = tokenizer(context, add_special_tokens=False).input_ids
+    context its end: the span is what is scored). `add_special_tokens`: the layout's
+    (Layout.add_special_tokens), for the context only."""
+    ctx = tokenizer(context, add_special_tokens=add_special_tokens).input_ids
     tgt = tokenizer(span, add_special_tokens=False).input_ids[:max(1, max_length - 1)]
     if not tgt:
         raise SoftError("empty span to score")
@@ -116,10 +115,11 @@ def span_nll(model, pairs: list[tuple[list[int], list[int]]], pad_id: int, batch
 
 
 def score_records(records: list[dict], model_dir: str, principles: Principles, target: str,
-                  batch_size: int, max_length: int) -> list[dict]:
+                  batch_size: int, max_length: int, layout: dict | None = None) -> list[dict]:
     """One score record per input record, in input order: id, nll, ppl, n_tokens.
 
-    target `prompt` scores the prompt; `prompt_response` the record's `response`."""
+    target `prompt` scores the prompt; `prompt_response` the record's `response`.
+    `layout`: soft.layouts.layout_settings of the config (None = auto)."""
     from soft.models import load_causal_lm, load_tokenizer
 
     if not records:
@@ -127,13 +127,14 @@ def score_records(records: list[dict], model_dir: str, principles: Principles, t
     if target == "prompt_response" and any("response" not in r for r in records):
         raise SoftError("target prompt_response needs records with a 'response' field")
     tokenizer = load_tokenizer(model_dir, padding_side="right")
+    lay = Layout.from_settings(tokenizer, layout, where=str(model_dir))
     model = load_causal_lm(model_dir)
     model.eval()
     pairs = []
     for r in records:
-        context, span = scoring_texts(tokenizer, principles, r["prompt"],
+        context, span = scoring_texts(tokenizer, lay, principles, r["prompt"],
                                       r["response"] if target == "prompt_response" else None)
-        pairs.append(encode_pair(tokenizer, context, span, max_length))
+        pairs.append(encode_pair(tokenizer, context, span, max_length, lay.add_special_tokens))
     scores = span_nll(model, pairs, tokenizer.pad_token_id, batch_size)
     # Rounded so that the order does not hinge on the last bits of a float sum.
     return [{"id": r["id"], "nll": round(nll, 6), "ppl": round(math.exp(nll), 4), "n_tokens": n}

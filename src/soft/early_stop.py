@@ -103,37 +103,47 @@ def validation_value(validation_json: dict, metric: str) -> float:
 
 
 def score_preferences(model_dir: str, validation: str, principles, batch_size: int = 8,
-                      max_length: int = 512) -> dict:
+                      max_length: int = 512, layout: dict | None = None) -> dict:
     """Mean answer NLL of `chosen` and `rejected` given the prompt, in the training layout
-    (the distilled system prompt, as the round's model was trained), -> acc and margin."""
+    (soft.layouts; the distilled system prompt, as the round's model was trained), -> acc
+    and margin. `layout`: soft.layouts.layout_settings of the config (None = auto)."""
     from soft.curriculum import encode_pair, scoring_texts, span_nll
     from soft.diagnostics import preference_scores, read_validation
+    from soft.layouts import Layout
     from soft.models import load_causal_lm, load_tokenizer
 
     items = read_validation(validation)
     tokenizer = load_tokenizer(model_dir, padding_side="right")
+    lay = Layout.from_settings(tokenizer, layout, where=str(model_dir))
     model = load_causal_lm(model_dir)
     model.eval()
     pairs = []
     for item in items:
         for answer in (item["chosen"], item["rejected"]):
-            context, span = scoring_texts(tokenizer, principles, item["prompt"], answer)
-            pairs.append(encode_pair(tokenizer, context, span, max_length))
+            context, span = scoring_texts(tokenizer, lay, principles, item["prompt"], answer)
+            pairs.append(encode_pair(tokenizer, context, span, max_length, lay.add_special_tokens))
     nll = [n for n, _ in span_nll(model, pairs, tokenizer.pad_token_id, batch_size)]
     return preference_scores(nll[0::2], nll[1::2])
 
 
 def score_validation(model_dir: str, settings: dict, principles, benchmarks_dir: str,
-                     batch_size: int, limit: int | None, seed: int) -> dict:
-    """One model's validation result: {"validation", "kind", "metrics": {name: value}}."""
+                     batch_size: int, limit: int | None, seed: int, layout: dict | None = None) -> dict:
+    """One model's validation result: {"validation", "kind", "metrics": {name: value}}.
+    An lm-eval task runs in the layout view (the model's layout, the distilled system
+    prompt), as evaluate_model's `evaluation.tasks` do, unless it is one of the raw
+    benchmark tasks (soft.benchmarks.RAW_VIEW_TASKS)."""
     validation = settings["validation"]
     kind = validation_kind(validation)
     if kind == "jsonl":
-        metrics = score_preferences(model_dir, validation, principles, batch_size=batch_size)
+        metrics = score_preferences(model_dir, validation, principles, batch_size=batch_size, layout=layout)
     else:
         from soft.evaluate import normalise_results, run_lm_eval
 
-        raw = run_lm_eval(Path(model_dir), [validation], Path(benchmarks_dir), batch_size, limit, seed=seed)
+        from soft.benchmarks import RAW_VIEW_TASKS
+
+        view = "raw" if validation in RAW_VIEW_TASKS else "layout"
+        raw = run_lm_eval(Path(model_dir), [validation], Path(benchmarks_dir), batch_size, limit, seed=seed,
+                          view=view, layout=layout, system_prompt=principles.system_prompt)
         norm = normalise_results(raw, limit=limit, batch_size=batch_size,
                                  metrics=("acc", "acc_norm", settings["metric"]))
         task = norm["tasks"].get(validation)

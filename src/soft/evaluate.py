@@ -21,6 +21,11 @@ METRICS = ("acc", "acc_norm")
 # HFLM subclass: the same scores, each shared prompt prefix (TruthfulQA's primer) run once.
 MODEL_CLASSES = {"hf": "hf", "cached": "soft-hf-cached"}
 DEFAULT_MODEL_CLASS = "cached"
+# layout: each request as a user turn after the distilled system prompt, in the model's
+# layout (soft.layouts), as every round is trained; raw: the task's text as it is.
+VIEWS = ("layout", "raw")
+# Tasks whose per-document metric is a fraction (MC2: the normalised true mass), not 0|1.
+FRACTION_TASKS = ("soft_truthfulqa_mc2",)
 
 
 def _set_offline() -> None:
@@ -44,6 +49,51 @@ def task_manager(include_path: Path, tasks: list[str]):
     return tm
 
 
+def load_lm(model_dir: Path, model_class: str, batch_size: int, device: str = "cpu",
+            layout: dict | None = None):
+    """The lm-eval model object, loaded once and shared by both views of a job.
+    `layout`: soft.layouts.layout_settings, for the cached class's apply_chat_template."""
+    from lm_eval.api.registry import get_model
+
+    if model_class == "cached":
+        import soft.lm_eval_cached  # noqa: F401 - registers the lm-eval model class
+    dtype = "float32" if str(device).startswith("cpu") else "auto"
+    args: dict[str, Any] = {"pretrained": str(model_dir), "dtype": dtype, "trust_remote_code": False}
+    if model_class == "cached":
+        args["layout"] = layout
+    return get_model(MODEL_CLASSES[model_class]).create_from_arg_obj(args, {"batch_size": batch_size,
+                                                                           "device": device})
+
+
+def model_layout(lm, model_class: str, layout: dict | None):
+    """The layout the layout view renders requests in. The cached class renders through
+    soft.layouts; the stock class only knows the tokenizer's chat template, so it runs the
+    layout view only when the model's layout is `chat`."""
+    from soft.layouts import Layout
+
+    if model_class == "cached":
+        return lm.layout
+    resolved = Layout.from_settings(lm.tokenizer, layout, where="lm-eval model")
+    if resolved.kind != "chat":
+        raise SoftError("config key 'evaluation.model_class': hf renders the layout view (evaluation.tasks) "
+                        "with the tokenizer's chat template, but this model's layout is plain; "
+                        "use model_class cached")
+    return resolved
+
+
+def _check_args(model_dir: Path, include_path: Path, batch_size: int, limit: int | None, model_class: str) -> None:
+    check_model_dir(model_dir)
+    if not include_path.is_dir():
+        raise SoftError(f"{include_path}: benchmark task folder not found")
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise SoftError(f"config key eval.batch_size: must be a positive integer, got {batch_size!r}")
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        raise SoftError(f"config key eval.limit: must be a positive integer or null, got {limit!r}")
+    if model_class not in MODEL_CLASSES:
+        raise SoftError(f"config key evaluation.model_class: must be one of {', '.join(MODEL_CLASSES)}, "
+                        f"got {model_class!r}")
+
+
 def run_lm_eval(
     model_dir: Path,
     tasks: list[str],
@@ -53,6 +103,11 @@ def run_lm_eval(
     device: str = "cpu",
     seed: int = 0,
     model_class: str = DEFAULT_MODEL_CLASS,
+    view: str = "raw",
+    system_prompt: str | None = None,
+    layout: dict | None = None,
+    lm=None,
+    log_samples: bool = False,
 ) -> dict:
     """Run lm_eval.simple_evaluate with the hf backend; return its raw result dict.
 
@@ -60,26 +115,21 @@ def run_lm_eval(
     takes the first N). `device` goes to simple_evaluate only, never into model_args
     (giving it in both places is an error in lm-eval). `model_class`: "hf" (lm-eval's
     stock class) or "cached" (soft.lm_eval_cached: shared prefixes computed once).
+
+    `view`: "raw" scores each request's text as the task writes it; "layout" has lm-eval
+    render it as a user turn after `system_prompt` (lm-eval's apply_chat_template and
+    system_instruction) in the model's layout (`layout`: soft.layouts.layout_settings).
+    `lm`: a model from load_lm, else one is loaded.
     """
     model_dir, include_path = Path(model_dir), Path(include_path)
-    check_model_dir(model_dir)
-    if not include_path.is_dir():
-        raise SoftError(f"{include_path}: benchmark task folder not found")
+    _check_args(model_dir, include_path, batch_size, limit, model_class)
     if not tasks:
-        raise SoftError("no evaluation tasks given (config key eval.tasks)")
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise SoftError(f"config key eval.batch_size: must be a positive integer, got {batch_size!r}")
-    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
-        raise SoftError(f"config key eval.limit: must be a positive integer or null, got {limit!r}")
-    if model_class not in MODEL_CLASSES:
-        raise SoftError(f"config key evaluation.model_class: must be one of {', '.join(MODEL_CLASSES)}, "
-                        f"got {model_class!r}")
+        raise SoftError("no evaluation tasks given (config key evaluation.tasks)")
+    if view not in VIEWS:
+        raise SoftError(f"unknown evaluation view {view!r} (one of {', '.join(VIEWS)})")
     _set_offline()
 
     import lm_eval
-
-    if model_class == "cached":
-        import soft.lm_eval_cached  # noqa: F401 - registers the lm-eval model class
 
     tm = task_manager(include_path, tasks)
     known = set(tm.all_tasks) if hasattr(tm, "all_tasks") else None
@@ -87,18 +137,22 @@ def run_lm_eval(
         missing = [t for t in tasks if t not in known]
         if missing:
             raise SoftError(
-                f"{include_path}: lm-eval task(s) not found: {', '.join(missing)} (config key eval.tasks)"
+                f"{include_path}: lm-eval task(s) not found: {', '.join(missing)} (config key evaluation.tasks)"
             )
-    dtype = "float32" if str(device).startswith("cpu") else "auto"
+    if lm is None:
+        lm = load_lm(model_dir, model_class, batch_size, device, layout)
+    if view == "layout":
+        model_layout(lm, model_class, layout)  # refuses a layout the class cannot render
     raw = lm_eval.simple_evaluate(
-        model=MODEL_CLASSES[model_class],
-        model_args={"pretrained": str(model_dir), "dtype": dtype, "trust_remote_code": False},
+        model=lm,
         tasks=list(tasks),
         batch_size=batch_size,
         device=device,
         limit=limit,
         task_manager=tm,
-        log_samples=False,
+        log_samples=log_samples,
+        apply_chat_template=view == "layout",
+        system_instruction=system_prompt if view == "layout" else None,
         random_seed=seed,
         numpy_random_seed=seed,
         torch_random_seed=seed,
@@ -177,10 +231,73 @@ def normalise_results(
     }
 
 
+def merge_views(parts: list[dict]) -> dict:
+    """One result object from the normalised results of the two views: their task names
+    must differ (a task scored in both views would be ambiguous)."""
+    out: dict[str, Any] = {"tasks": {}, "n_samples": {}, "groups": {}, "task_versions": {}}
+    for part in parts:
+        for key in out:
+            clash = sorted(set(out[key]) & set(part[key]))
+            if clash:
+                raise SoftError(f"config keys 'evaluation.tasks' and 'evaluation.raw_tasks' both score "
+                                f"{', '.join(clash)}; a task belongs to one view")
+            out[key].update(part[key])
+    for key in out:
+        out[key] = dict(sorted(out[key].items()))
+    for key in ("lm_eval_version", "limit", "batch_size"):
+        out[key] = parts[0][key] if parts else None
+    return out
+
+
+def sample_records(raw: dict, fraction_tasks: tuple[str, ...] = FRACTION_TASKS) -> list[dict]:
+    """lm-eval's logged samples -> one record per (task, doc_id): {"task", "doc_id",
+    "metrics": {"acc": 0|1, "acc_norm": 0|1}} ({"acc": fraction} for MC2), sorted by task
+    then doc_id. No prompts, paths or model names: only what pairs documents across
+    rounds and experiments."""
+    out = []
+    for task, samples in sorted((raw.get("samples") or {}).items()):
+        seen: dict[int, dict] = {}
+        for s in samples:
+            if s.get("filter", "none") != "none":
+                continue
+            doc_id = int(s["doc_id"])
+            metrics = {}
+            for m in METRICS:
+                if m not in s:
+                    continue
+                v = float(s[m])
+                if task in fraction_tasks:
+                    metrics[m] = round(v, 6)
+                else:
+                    if v not in (0.0, 1.0):
+                        raise SoftError(f"lm-eval sample {task}/{doc_id}: {m} is {v}, expected 0 or 1")
+                    metrics[m] = int(v)
+            if doc_id in seen:
+                raise SoftError(f"lm-eval logged document {doc_id} of task {task} twice")
+            seen[doc_id] = {"task": task, "doc_id": doc_id, "metrics": metrics}
+        out += [seen[d] for d in sorted(seen)]
+    return out
+
+
+def write_samples(path: Path, records: list[dict]) -> None:
+    """JSONL in the key order of sample_records (task, doc_id, metrics): same records,
+    same bytes."""
+    import json
+
+    from soft.io import write_text
+
+    write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+
+
 def evaluate_model(model_dir: Path, tasks: list[str], include_path: Path, out_json: Path,
                    batch_size: int, limit: int | None, device: str | None = None, seed: int = 0,
-                   model_class: str = DEFAULT_MODEL_CLASS) -> dict:
-    """run_lm_eval + normalise_results, written atomically to `out_json`.
+                   model_class: str = DEFAULT_MODEL_CLASS, raw_tasks: list[str] | None = None,
+                   system_prompt: str | None = None, layout: dict | None = None,
+                   samples_out: Path | None = None) -> dict:
+    """Both views of one model, merged into one result written atomically to `out_json`:
+    `tasks` in the layout view (after `system_prompt`, in the model's layout: `layout`,
+    soft.layouts.layout_settings) and `raw_tasks` in the raw view, with one model load.
+    `samples_out`: also write the per-document results there (sample_records).
 
     `device` defaults to the job's GPU when it has one (a `gpu: 1` evaluate_model job
     would otherwise hold a GPU and score on the CPU), else the CPU.
@@ -188,8 +305,34 @@ def evaluate_model(model_dir: Path, tasks: list[str], include_path: Path, out_js
     from soft.io import write_json
     from soft.models import pick_device
 
-    raw = run_lm_eval(model_dir, tasks, include_path, batch_size, limit, device=device or pick_device(),
-                      seed=seed, model_class=model_class)
-    norm = normalise_results(raw, limit=limit, batch_size=batch_size)
+    tasks, raw_tasks = list(tasks or []), list(raw_tasks or [])
+    if not tasks and not raw_tasks:
+        raise SoftError("no evaluation tasks given (config keys evaluation.tasks and evaluation.raw_tasks)")
+    clash = sorted(set(tasks) & set(raw_tasks))
+    if clash:
+        raise SoftError(f"config keys 'evaluation.tasks' and 'evaluation.raw_tasks' both name {', '.join(clash)}")
+    if tasks and system_prompt is None:
+        raise SoftError("the layout view (evaluation.tasks) needs the distilled system prompt")
+    model_dir, include_path = Path(model_dir), Path(include_path)
+    _check_args(model_dir, include_path, batch_size, limit, model_class)
+    device = device or pick_device()
+    _set_offline()
+    lm = load_lm(model_dir, model_class, batch_size, device, layout)
+    parts, samples, views = [], [], {}
+    for view, names in (("layout", tasks), ("raw", raw_tasks)):
+        if not names:
+            continue
+        raw = run_lm_eval(model_dir, names, include_path, batch_size, limit, device=device, seed=seed,
+                          model_class=model_class, view=view, system_prompt=system_prompt, layout=layout,
+                          lm=lm, log_samples=samples_out is not None)
+        parts.append(normalise_results(raw, limit=limit, batch_size=batch_size))
+        samples += sample_records(raw) if samples_out is not None else []
+        views[view] = {"tasks": names}
+        if view == "layout":
+            views[view]["layout"] = model_layout(lm, model_class, layout).describe()
+    norm = {**merge_views(parts), "views": views}
+    if samples_out is not None:
+        samples.sort(key=lambda r: (r["task"], r["doc_id"]))
+        write_samples(Path(samples_out), samples)
     write_json(out_json, norm)
     return norm

@@ -135,7 +135,7 @@ class LocalJudge:
 
     unparsed = 0  # every prompt gets one of the three verdicts
 
-    def __init__(self, model_dir: str, batch_size: int = 4):
+    def __init__(self, model_dir: str, batch_size: int = 4, layout: dict | None = None):
         from soft.models import check_model_dir, load_causal_lm, load_tokenizer
 
         if batch_size < 1:
@@ -143,6 +143,9 @@ class LocalJudge:
         check_model_dir(model_dir, need_tokenizer=True)
         self.model_dir = str(model_dir)
         self.batch_size = batch_size
+        # soft.layouts.layout_settings (None = auto): resolved per prompt against the
+        # tokenizer as it is now
+        self.layout = layout
         self.tokenizer = load_tokenizer(model_dir, padding_side="right")
         self.verdict_ids = verdict_token_ids(self.tokenizer, self.model_dir)
         self.model = load_causal_lm(model_dir)
@@ -157,12 +160,12 @@ class LocalJudge:
 
     def judge_text(self, prompt: str) -> tuple[str, bool]:
         """(text the model reads, whether the tokenizer should add its special tokens):
-        the chat template's user turn and assistant header, or the plain prompt."""
-        if getattr(self.tokenizer, "chat_template", None):
-            text = self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                                      add_generation_prompt=True)
-            return text, False  # the template writes its own special tokens
-        return prompt + "\nVerdict:", True
+        the judging prompt as a user turn, no system prompt, in the model's layout
+        (soft.layouts: the chat template, or the plain layout's user and answer markers)."""
+        from soft.layouts import Layout
+
+        layout = Layout.from_settings(self.tokenizer, self.layout, where=self.model_dir)
+        return layout.prompt_text(self.tokenizer, None, prompt), layout.add_special_tokens
 
     def _encode(self, prompts: list[str]) -> list[list[int]]:
         limit = getattr(self.model.config, "max_position_embeddings", None)
@@ -321,14 +324,15 @@ def check_endpoint_url(url) -> None:
                         f"(e.g. http://localhost:8000/v1/chat/completions)")
 
 
-def make_judge(settings: dict, local_model_dir: str | None):
-    """The judge the config names (evaluation.judge)."""
+def make_judge(settings: dict, local_model_dir: str | None, layout: dict | None = None):
+    """The judge the config names (evaluation.judge); `layout` is the local judge's
+    (soft.layouts.layout_settings)."""
     if settings["kind"] == "endpoint":
         return EndpointJudge(settings["url"], settings["model"], settings["api_key_env"])
     if settings["kind"] == "local":
         if not local_model_dir:
             raise SoftError("config key 'evaluation.judge.model': no local judge model folder")
-        return LocalJudge(local_model_dir, batch_size=settings.get("batch_size", 4))
+        return LocalJudge(local_model_dir, batch_size=settings.get("batch_size", 4), layout=layout)
     raise SoftError(f"config key 'evaluation.judge.kind': {settings['kind']!r} judges nothing")
 
 

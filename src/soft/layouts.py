@@ -77,6 +77,20 @@ class Layout:
                       where: str = "the model") -> "Layout":
         return cls(resolve_kind(tokenizer, template, where), PlainLayout.from_config(plain_cfg))
 
+    @classmethod
+    def from_settings(cls, tokenizer, settings: dict | None, where: str = "the model") -> "Layout":
+        """The layout for this tokenizer under `layout_settings(config)` (None = auto with
+        the default plain strings): what every stage's job receives as a param."""
+        settings = settings or {}
+        return cls.for_tokenizer(tokenizer, settings.get("template", "auto"), settings.get("plain_layout"), where)
+
+    @property
+    def add_special_tokens(self) -> bool:
+        """Whether the tokenizer adds its own special tokens (a Llama's BOS) when encoding
+        a prompt_text: the chat template writes its own, the plain layout has none. TRL
+        encodes plain prompt/completion strings with them, so every stage does the same."""
+        return self.kind == "plain"
+
     def prompt_text(self, tokenizer, system: str | None, user: str) -> str:
         if self.kind == "chat":
             msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
@@ -96,8 +110,30 @@ class Layout:
         to write): the tokenizer's eos for both kinds."""
         return tokenizer.eos_token or ""
 
+    def messages_text(self, tokenizer, messages: list[dict]) -> str:
+        """prompt_text for a message list of an optional system message and one user
+        message (what lm-eval hands to `apply_chat_template` for a zero-shot request)."""
+        roles = [m.get("role") for m in messages]
+        if roles not in (["user"], ["system", "user"]):
+            raise SoftError(f"layout {self.kind}: expected an optional system message and one user message, "
+                            f"got roles {roles}")
+        system = messages[0]["content"] if roles[0] == "system" else None
+        return self.prompt_text(tokenizer, system, messages[-1]["content"])
+
     def describe(self) -> dict:
         out = {"kind": self.kind}
         if self.kind == "plain":
             out["plain"] = {k: getattr(self.plain, k) for k in PlainLayout.__dataclass_fields__}
         return out
+
+
+def layout_settings(base_model_cfg: dict | None) -> dict:
+    """`base_model.template` and `base_model.plain_layout` of a config, checked (the
+    strings' keys, the template's value) so a bad value fails at DAG build: the settings
+    every stage resolves its model's layout from."""
+    cfg = base_model_cfg or {}
+    template = cfg.get("template", "auto")
+    if template not in TEMPLATES:
+        raise SoftError(f"config key 'base_model.template': '{template}' is not one of {', '.join(TEMPLATES)}")
+    plain = PlainLayout.from_config(cfg.get("plain_layout"))
+    return {"template": template, "plain_layout": {k: getattr(plain, k) for k in PlainLayout.__dataclass_fields__}}

@@ -84,8 +84,15 @@ class CachedPrefixHFLM(HFLM):
     small a matrix to keep the CPU busy. ``self.scoring_stats`` counts requests and the tokens run through the model.
     """
 
-    def __init__(self, *args, min_prefix: int = MIN_PREFIX, rest_tokens: int = REST_TOKENS, **kwargs):
+    def __init__(self, *args, min_prefix: int = MIN_PREFIX, rest_tokens: int = REST_TOKENS,
+                 layout: dict | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        from soft.layouts import Layout
+
+        # The model's turn layout (soft.layouts.layout_settings; None = auto): what
+        # `apply_chat_template` renders through, so a model without a chat template
+        # is scored in the plain layout it was trained in.
+        self.layout = Layout.from_settings(self.tokenizer, layout, where="lm-eval model")
         self.min_prefix = max(1, int(min_prefix))
         self.rest_tokens = max(1, int(rest_tokens))
         # tokens: run through the model (pads not counted); logit_rows: of those, the
@@ -93,6 +100,25 @@ class CachedPrefixHFLM(HFLM):
         self.scoring_stats = {"requests": 0, "cached_requests": 0, "groups": 0, "prefix_tokens": 0,
                               "tokens": 0, "logit_rows": 0}
         self._keep_logits = None
+
+    # ------------------------------------------------------------------ layout
+
+    def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        """lm-eval calls this (simple_evaluate(apply_chat_template=True)) with each zero-shot
+        request's messages (the system instruction, one user turn); rendered through
+        soft.layouts.Layout, so the context is the text every other stage shows the model:
+        the tokenizer's chat template (the stock class's text) or the plain layout."""
+        if not add_generation_prompt:
+            from soft.errors import SoftError
+
+            raise SoftError("the layout view renders a user turn for the model to answer; tasks with a "
+                            "gen_prefix (an assistant turn to continue) are not supported")
+        return self.layout.messages_text(self.tokenizer, chat_history)
+
+    def chat_template(self, chat_template: bool | str = False) -> str | None:
+        if self.layout.kind == "plain" and chat_template:
+            return None  # no template: the plain layout renders the turns
+        return super().chat_template(chat_template)
 
     # ------------------------------------------------------------------ checks
 

@@ -1,7 +1,9 @@
 """Principle engraving: supervised fine-tuning on (distilled prompt, answer) pairs.
 
-TRL's SFTTrainer gets prompt-completion data in conversational form, applies the chat
-template and computes the loss on the completion tokens only. `train.method` picks LoRA
+TRL's SFTTrainer gets prompt-completion data in the model's layout (soft.layouts): in
+conversational form for the `chat` layout (TRL applies the chat template), as plain
+prompt/completion strings for the `plain` layout (the completion ends with eos, so the
+model learns to stop); the loss is on the completion tokens only. `train.method` picks LoRA
 (adapters merged into the saved model), full fine-tuning, or QLoRA (4-bit NF4 base with
 bitsandbytes, on a GPU or on the CPU). The result is a plain model folder that the next
 round, lm-eval and vLLM load, saved in the dtype the model trained in.
@@ -26,6 +28,7 @@ from pathlib import Path
 
 from soft.errors import SoftError
 from soft.io import atomic_path, sha256_file, write_json
+from soft.layouts import Layout
 from soft.principles import Principles, training_messages
 
 log = logging.getLogger(__name__)
@@ -46,7 +49,18 @@ def clip_tokens(tokenizer, text: str, limit: int | None, keep: str) -> str:
     return tokenizer.decode(ids[:limit] if keep == "start" else ids[-limit:])
 
 
-def build_dataset(records: list[dict], principles: Principles, tokenizer=None, train_cfg: dict | None = None):
+def training_row(principles: Principles, prompt: str, response: str, layout: Layout | None = None,
+                 tokenizer=None) -> dict:
+    """One prompt-completion example in `layout`: messages for `chat` (TRL renders them
+    with the chat template, the same text Layout.prompt_text gives), strings for `plain`."""
+    if layout is None or layout.kind == "chat":
+        return training_messages(principles, prompt, response)
+    return {"prompt": layout.prompt_text(tokenizer, principles.system_prompt, prompt),
+            "completion": response + layout.answer_suffix(tokenizer)}
+
+
+def build_dataset(records: list[dict], principles: Principles, tokenizer=None, train_cfg: dict | None = None,
+                  layout: Layout | None = None):
     from datasets import Dataset
 
     cfg = train_cfg or {}
@@ -57,7 +71,7 @@ def build_dataset(records: list[dict], principles: Principles, tokenizer=None, t
         if tokenizer is not None:
             prompt = clip_tokens(tokenizer, prompt, max_prompt, keep="end")
             response = clip_tokens(tokenizer, response, max_answer, keep="start")
-        rows.append(training_messages(principles, prompt, response))
+        rows.append(training_row(principles, prompt, response, layout, tokenizer))
     return Dataset.from_list(rows)
 
 
@@ -231,10 +245,12 @@ def step_counter():
 
 def train_model(records: list[dict], init_dir: str | Path, out_dir: str | Path, principles: Principles,
                 train_cfg: dict, seed: int, card: dict, work_dir: str | Path,
-                ordered: bool = False, callbacks: list | None = None) -> dict | None:
+                ordered: bool = False, callbacks: list | None = None, layout: dict | None = None) -> dict | None:
     """Fine-tune from `init_dir` on `records` (in this order when `ordered`), write the
     model to `out_dir` atomically. Returns the training metrics on rank 0, None elsewhere.
-    `callbacks`: extra Trainer callbacks (soft.bench times the optimisation loop with one)."""
+    `callbacks`: extra Trainer callbacks (soft.bench times the optimisation loop with one).
+    `layout`: soft.layouts.layout_settings of the config (None = auto); the resolved
+    layout goes into the model card."""
     from transformers import set_seed
     from trl import SFTTrainer
 
@@ -245,9 +261,11 @@ def train_model(records: list[dict], init_dir: str | Path, out_dir: str | Path, 
     method = train_cfg["method"]
     check_train_method(method)
     rank, world_size = _world()
-    card = {**card, "method": method, "ordered": ordered, "world_size": world_size,
+    tokenizer = load_tokenizer(init_dir, padding_side="right")
+    lay = Layout.from_settings(tokenizer, layout, where=str(init_dir))
+    card = {**card, "layout": lay.describe(), "method": method, "ordered": ordered, "world_size": world_size,
             "train_order": [r["id"] for r in records] if ordered else None}
-    fingerprint = {k: card[k] for k in ("init", "data", "seed", "train", "train_order") if k in card}
+    fingerprint = {k: card[k] for k in ("init", "data", "seed", "train", "train_order", "layout") if k in card}
     set_seed(seed)
     device = pick_device()
     work_dir = Path(work_dir)
@@ -260,13 +278,12 @@ def train_model(records: list[dict], init_dir: str | Path, out_dir: str | Path, 
         box = [str(resume) if resume else None]
         dist.broadcast_object_list(box, src=0)  # every rank resumes from the same step
         resume = Path(box[0]) if box[0] else None
-    tokenizer = load_tokenizer(init_dir, padding_side="right")
     model = load_init_model(init_dir, method, device)
     counter = step_counter()
     trainer = SFTTrainer(
         model=model,
         args=sft_config(train_cfg, work_dir, seed, device, len(records), ordered, world_size),
-        train_dataset=build_dataset(records, principles, tokenizer, train_cfg),
+        train_dataset=build_dataset(records, principles, tokenizer, train_cfg, lay),
         processing_class=tokenizer,
         peft_config=lora_config(train_cfg["lora"]) if method in ("lora", "qlora") else None,
         callbacks=[*(callbacks or []), counter],
@@ -312,7 +329,7 @@ def run_training(spec: dict) -> dict | None:
     """One round's training from a job spec (paths and settings only, JSON-serialisable,
     so torchrun workers get it from a file): read the data, apply the curriculum order,
     train, save. Keys: data, scores, init, out, principles, settings, curriculum, seed,
-    round, work_dir."""
+    round, work_dir, layout (optional: soft.layouts.layout_settings)."""
     from soft.curriculum import is_ordered, read_scores, training_order
     from soft.principles import load_principles
     from soft.records import read_training_data
@@ -338,4 +355,4 @@ def run_training(spec: dict) -> dict | None:
         "curriculum": curriculum,
     }
     return train_model(records, spec["init"], spec["out"], load_principles(spec["principles"]),
-                       settings, spec["seed"], card, spec["work_dir"], ordered=ordered)
+                       settings, spec["seed"], card, spec["work_dir"], ordered=ordered, layout=spec.get("layout"))

@@ -7,7 +7,7 @@ from soft.runtime import run, set_threads
 
 def main(smk):
     set_threads(smk.threads)
-    judge = make_judge(smk.params.settings, smk.input.judge_model or None)
+    judge = make_judge(smk.params.settings, smk.input.judge_model or None, layout=smk.params.layout)
     write_json(smk.output[0], run_comparisons(judge, smk.params.comparisons, smk.wildcards.exp))
 
 

@@ -10,7 +10,7 @@ def main(smk):
     set_threads(smk.threads)
     records, summary = probe_model(smk.input.model, read_prompts(smk.input.prompts),
                                    load_principles(smk.input.principles), smk.params.settings,
-                                   smk.params.seed, int(smk.wildcards.k))
+                                   smk.params.seed, int(smk.wildcards.k), layout=smk.params.layout)
     write_jsonl(smk.output.answers, records)
     write_json(smk.output.diagnostics, summary)
 

@@ -18,7 +18,7 @@ def main(smk):
     else:
         records = read_training_data(smk.input.data)
     scores = score_records(records, smk.input.model, load_principles(smk.input.principles),
-                           cur["target"], cur["batch_size"], smk.params.max_length)
+                           cur["target"], cur["batch_size"], smk.params.max_length, layout=smk.params.layout)
     write_jsonl(smk.output[0], scores)
     log.info("scored %d examples (target %s, scorer %s)", len(scores), cur["target"], smk.input.model)
 

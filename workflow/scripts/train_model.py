@@ -19,6 +19,7 @@ def main(smk):
         "seed": smk.params.seed,
         "round": smk.params.round,
         "work_dir": smk.params.work_dir,
+        "layout": smk.params.layout,
     }
     nproc = processes_for(smk.resources.get("gpu", 0))
     if nproc > 1:

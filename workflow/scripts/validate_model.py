@@ -9,7 +9,7 @@ def main(smk):
     set_threads(smk.threads)
     result = score_validation(smk.input.model, smk.params.settings, load_principles(smk.input.principles),
                               smk.input.benchmarks or "", smk.params.batch_size, smk.params.limit,
-                              smk.params.seed)
+                              smk.params.seed, layout=smk.params.layout)
     log.info("validation %s: %s", result["validation"], result["metrics"])
     write_json(smk.output[0], result)
 
