@@ -89,7 +89,7 @@ except SoftError as e:
 
 SEED = config.get("seed", 0)
 # What lm-eval's result depends on (the probe and judge settings are not).
-LM_EVAL_SETTINGS = {k: EVALUATION[k] for k in ("tasks", "raw_tasks", "batch_size", "limit", "model_class")
+LM_EVAL_SETTINGS = {k: EVALUATION[k] for k in ("tasks", "raw_tasks", "batch_size", "limit", "model_class", "precision")
                     if k in EVALUATION}
 PROBE = EVALUATION["probe"]
 JUDGE = EVALUATION["judge"]

@@ -63,7 +63,7 @@ def test_repo_config_resolves_the_default_grid(cfg, schema):
         assert exp["icl"] == {"mode": "random", "shots": 2, "pool_size": None}
         assert exp["generation"] == {
             "model": "previous", "backend": "auto", "dtype": "auto", "max_new_tokens": 128, "temperature": 0.7,
-            "top_p": 0.95, "batch_size": 16, "max_prompt_tokens": 1536,
+            "top_p": 0.95, "batch_size": 16, "max_prompt_tokens": 1536, "precision": "auto",
         }
         assert exp["filter"] == {
             "require_self_id": True, "require_answer_marker": True, "min_chars": 40,
@@ -73,6 +73,7 @@ def test_repo_config_resolves_the_default_grid(cfg, schema):
         assert exp["train"]["lora"] == {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"}
         assert exp["train"]["learning_rate"] == pytest.approx(2.0e-4)
         assert exp["train"]["max_length"] == 512
+        assert exp["train"]["precision"] == "auto"
 
 
 def load_ablation(name: str, schema, monkeypatch) -> dict:
@@ -471,13 +472,15 @@ def test_evaluation_settings(cfg, schema):
     judge = {"kind": "none", "batch_size": 4}
     views = {"tasks": ["soft_hhh_ab", "soft_truthfulqa_mc1", "soft_truthfulqa_mc2"],
              "raw_tasks": ["soft_hhh", "soft_bigbench_truthfulqa_mc1"]}
-    assert evaluation_settings({}, schema) == {**views, "batch_size": 4, "probe": probe, "judge": judge}
+    assert evaluation_settings({}, schema) == {**views, "batch_size": 4, "precision": "fp32", "probe": probe,
+                                               "judge": judge}
     assert evaluation_settings(cfg, schema) == {
-        **views, "batch_size": 4, "limit": 25,
+        **views, "batch_size": 4, "limit": 26, "precision": "fp32",
         "probe": {**probe, "prompts": "config/probe_prompts.jsonl"},
         "judge": {**judge, "kind": "local", "reference": "single_round"}}
     assert evaluation_settings({"evaluation": {"tasks": ["soft_hhh"]}}, schema) == {
-        "tasks": ["soft_hhh"], "raw_tasks": views["raw_tasks"], "batch_size": 4, "probe": probe, "judge": judge}
+        "tasks": ["soft_hhh"], "raw_tasks": views["raw_tasks"], "batch_size": 4, "precision": "fp32", "probe": probe,
+        "judge": judge}
     # a task belongs to one view: caught when the DAG is built
     with pytest.raises(SoftError, match="'evaluation.tasks' and 'evaluation.raw_tasks' both name soft_hhh"):
         check_evaluation(evaluation_settings({"evaluation": {"tasks": ["soft_hhh"]}}, schema), {})

@@ -3,7 +3,7 @@
 import pytest
 
 from soft.errors import SoftError
-from soft.precision import cpu_flags, decide, stage_precision
+from soft.precision import cpu_flags, decide
 
 AMX = frozenset({"fpu", "avx512f", "amx_bf16", "amx_tile", "avx512_bf16"})
 ZEN = frozenset({"fpu", "avx512f", "avx512_bf16"})
@@ -23,16 +23,12 @@ def test_explicit_choices_win_over_the_hardware():
     assert decide("auto", "cuda", cuda_bf16=True).used == "bf16"
     assert decide("auto", "cuda", cuda_bf16=False).used == "fp32"
     with pytest.raises(SoftError, match="does not support it"):
-        decide("bf16", "cuda", cuda_bf16=False, stage="training")
+        decide("bf16", "cuda", cuda_bf16=False, key="train.precision")
 
 
 def test_wrong_value_names_the_key():
-    with pytest.raises(SoftError, match=r"config key 'precision.scoring': 'fp16' is not one of auto, fp32, bf16"):
-        stage_precision({"scoring": "fp16"}, "scoring", "cpu")
-
-
-def test_missing_section_means_fp32_as_before():
-    assert stage_precision(None, "generation", "cpu").used == "fp32"
+    with pytest.raises(SoftError, match=r"config key 'evaluation.precision': 'fp16' is not one of auto, fp32, bf16"):
+        decide("fp16", "cpu", key="evaluation.precision")
 
 
 def test_cpu_flags_reads_the_first_processor(tmp_path):

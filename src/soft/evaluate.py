@@ -14,6 +14,7 @@ from typing import Any
 
 from soft.errors import SoftError
 from soft.models import check_model_dir
+from soft.precision import decide
 
 OFFLINE_ENV = {"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 METRICS = ("acc", "acc_norm")
@@ -50,14 +51,14 @@ def task_manager(include_path: Path, tasks: list[str]):
 
 
 def load_lm(model_dir: Path, model_class: str, batch_size: int, device: str = "cpu",
-            layout: dict | None = None):
+            layout: dict | None = None, dtype: str | None = None):
     """The lm-eval model object, loaded once and shared by both views of a job.
     `layout`: soft.layouts.layout_settings, for the cached class's apply_chat_template."""
     from lm_eval.api.registry import get_model
 
     if model_class == "cached":
         import soft.lm_eval_cached  # noqa: F401 - registers the lm-eval model class
-    dtype = "float32" if str(device).startswith("cpu") else "auto"
+    dtype = dtype or ("float32" if str(device).startswith("cpu") else "auto")
     args: dict[str, Any] = {"pretrained": str(model_dir), "dtype": dtype, "trust_remote_code": False}
     if model_class == "cached":
         args["layout"] = layout
@@ -293,11 +294,12 @@ def evaluate_model(model_dir: Path, tasks: list[str], include_path: Path, out_js
                    batch_size: int, limit: int | None, device: str | None = None, seed: int = 0,
                    model_class: str = DEFAULT_MODEL_CLASS, raw_tasks: list[str] | None = None,
                    system_prompt: str | None = None, layout: dict | None = None,
-                   samples_out: Path | None = None) -> dict:
+                   samples_out: Path | None = None, precision: str = "fp32") -> dict:
     """Both views of one model, merged into one result written atomically to `out_json`:
     `tasks` in the layout view (after `system_prompt`, in the model's layout: `layout`,
     soft.layouts.layout_settings) and `raw_tasks` in the raw view, with one model load.
     `samples_out`: also write the per-document results there (sample_records).
+    `precision` (config evaluation.precision): the weights' dtype while scoring.
 
     `device` defaults to the job's GPU when it has one (a `gpu: 1` evaluate_model job
     would otherwise hold a GPU and score on the CPU), else the CPU.
@@ -316,8 +318,9 @@ def evaluate_model(model_dir: Path, tasks: list[str], include_path: Path, out_js
     model_dir, include_path = Path(model_dir), Path(include_path)
     _check_args(model_dir, include_path, batch_size, limit, model_class)
     device = device or pick_device()
+    prec = decide(precision, device, key="evaluation.precision")
     _set_offline()
-    lm = load_lm(model_dir, model_class, batch_size, device, layout)
+    lm = load_lm(model_dir, model_class, batch_size, device, layout, dtype=prec.dtype_name)
     parts, samples, views = [], [], {}
     for view, names in (("layout", tasks), ("raw", raw_tasks)):
         if not names:
@@ -330,7 +333,7 @@ def evaluate_model(model_dir: Path, tasks: list[str], include_path: Path, out_js
         views[view] = {"tasks": names}
         if view == "layout":
             views[view]["layout"] = model_layout(lm, model_class, layout).describe()
-    norm = {**merge_views(parts), "views": views}
+    norm = {**merge_views(parts), "views": views, "precision": prec.describe()}
     if samples_out is not None:
         samples.sort(key=lambda r: (r["task"], r["doc_id"]))
         write_samples(Path(samples_out), samples)

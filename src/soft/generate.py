@@ -21,7 +21,8 @@ STOP_STRINGS = ["\n" + USER_TAG, "\n" + SEPARATOR]
 @dataclass(frozen=True)
 class GenerationSettings:
     backend: str = "auto"  # auto | hf | vllm (soft.vllm_backend.resolve_backend)
-    dtype: str = "auto"  # vLLM only; the hf backend picks fp32 on CPU, bf16 on GPU
+    dtype: str = "auto"  # vLLM only; the hf backend follows `precision`
+    precision: str = "fp32"  # hf backend: auto | fp32 | bf16 (soft.precision)
     max_new_tokens: int = 160
     temperature: float = 0.7
     top_p: float = 0.95
@@ -205,10 +206,13 @@ def generate_records(prompts: list[dict], model_dir: str, principles: Principles
     if backend == "vllm":
         continuations = generate_vllm(model_dir, texts, [r["id"] for r in requests], settings, seed, gpus)
     else:
-        from soft.models import load_causal_lm, load_tokenizer
+        from soft.models import load_causal_lm, load_tokenizer, pick_device
+        from soft.precision import decide
 
+        device = pick_device()
+        precision = decide(settings.precision, device, key="generation.precision")
         tokenizer = load_tokenizer(model_dir)
-        model = load_causal_lm(model_dir)
+        model = load_causal_lm(model_dir, device=device, dtype=precision.torch_dtype)
         model.eval()
         continuations = generate_hf(model, tokenizer, texts, settings, seed)
     records = []

@@ -18,7 +18,6 @@ from soft.errors import SoftError
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp32", "bf16")
-STAGES = ("generation", "training", "scoring")
 # CPU flags (Linux /proc/cpuinfo names) that mean a native bf16 matmul path.
 CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
@@ -62,10 +61,17 @@ class Precision:
 
 
 def decide(requested: str, device: str, flags: frozenset[str] | set[str] | None = None,
-           cuda_bf16: bool | None = None, stage: str = "this stage") -> Precision:
-    """`requested` (auto | fp32 | bf16) on `device` (cpu | cuda) -> the precision used."""
+           cuda_bf16: bool | None = None, key: str = "precision") -> Precision:
+    """`requested` (auto | fp32 | bf16, config key `key`) on `device` (cpu | cuda) -> the
+    precision used. Logged, so every job's log says what it ran in and why."""
     if requested not in PRECISIONS:
-        raise SoftError(f"config key 'precision.{stage}': '{requested}' is not one of {', '.join(PRECISIONS)}")
+        raise SoftError(f"config key '{key}': '{requested}' is not one of {', '.join(PRECISIONS)}")
+    p = _decide(requested, device, flags, cuda_bf16, key)
+    log.info("%s: %s -> %s on %s (%s)", key, p.requested, p.used, p.device, p.reason)
+    return p
+
+
+def _decide(requested: str, device: str, flags, cuda_bf16, key: str) -> Precision:
     if device.startswith("cuda"):
         if cuda_bf16 is None:
             import torch
@@ -76,7 +82,7 @@ def decide(requested: str, device: str, flags: frozenset[str] | set[str] | None 
         if cuda_bf16:
             return Precision(requested, "bf16", "cuda", "the GPU supports bf16")
         if requested == "bf16":
-            raise SoftError(f"precision.{stage}: bf16 asked for, but this GPU does not support it")
+            raise SoftError(f"config key '{key}': bf16 asked for, but this GPU does not support it")
         return Precision(requested, "fp32", "cuda", "the GPU has no bf16")
     flags = cpu_flags() if flags is None else flags
     found = cpu_bf16_flags(flags)
@@ -84,21 +90,10 @@ def decide(requested: str, device: str, flags: frozenset[str] | set[str] | None 
         return Precision(requested, "fp32", "cpu", "fp32 asked for")
     if requested == "bf16":
         if not found:
-            log.warning("precision.%s: bf16 asked for on a CPU that reports none of %s; bf16 matmul "
-                        "there has been measured hundreds of times slower than fp32", stage,
+            log.warning("%s: bf16 asked for on a CPU that reports none of %s; bf16 matmul "
+                        "there has been measured hundreds of times slower than fp32", key,
                         ", ".join(CPU_BF16_FLAGS))
         return Precision(requested, "bf16", "cpu", "bf16 asked for" + ("" if found else " (no bf16 units)"))
     if found:
         return Precision(requested, "bf16", "cpu", f"the CPU reports {', '.join(found)}")
     return Precision(requested, "fp32", "cpu", f"the CPU reports none of {', '.join(CPU_BF16_FLAGS)}")
-
-
-def stage_precision(settings: dict | None, stage: str, device: str) -> Precision:
-    """The precision of `stage` from the config's `precision` section (missing = fp32,
-    which is what every stage used before the section existed)."""
-    if stage not in STAGES:
-        raise SoftError(f"unknown precision stage '{stage}' (one of {', '.join(STAGES)})")
-    requested = (settings or {}).get(stage, "fp32")
-    p = decide(requested, device, stage=stage)
-    log.info("precision.%s: %s -> %s on %s (%s)", stage, p.requested, p.used, p.device, p.reason)
-    return p

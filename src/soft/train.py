@@ -29,6 +29,7 @@ from pathlib import Path
 from soft.errors import SoftError
 from soft.io import atomic_path, sha256_file, write_json
 from soft.layouts import Layout
+from soft.precision import decide
 from soft.principles import Principles, training_messages
 
 log = logging.getLogger(__name__)
@@ -106,9 +107,7 @@ def qlora_compute_dtype(device: str, flags=None):
     """The dtype the 4-bit layers compute in, and the merged model is saved in: bf16 where
     the hardware has it (soft.precision's `auto`: a bf16 GPU, or a CPU reporting amx_bf16 or
     avx512_bf16), else fp32."""
-    from soft.precision import decide
-
-    return decide("auto", device, flags=flags, stage="training").torch_dtype
+    return decide("auto", device, flags=flags, key="train.precision (qlora compute dtype)").torch_dtype
 
 
 def warmup_steps(train_cfg: dict, n_examples: int, world_size: int = 1) -> int:
@@ -119,7 +118,9 @@ def warmup_steps(train_cfg: dict, n_examples: int, world_size: int = 1) -> int:
 
 
 def sft_config(train_cfg: dict, work_dir: Path, seed: int, device: str, n_examples: int,
-               ordered: bool = False, world_size: int = 1):
+               ordered: bool = False, world_size: int = 1, bf16: bool = False):
+    """TRL's settings for one round. `bf16`: train under bf16 autocast (train.precision),
+    on the CPU too; the weights and the optimiser stay fp32."""
     from trl import SFTConfig
 
     save_steps = train_cfg.get("save_steps", 0)
@@ -143,7 +144,7 @@ def sft_config(train_cfg: dict, work_dir: Path, seed: int, device: str, n_exampl
         seed=seed,
         data_seed=seed,
         use_cpu=device == "cpu",
-        bf16=device == "cuda",
+        bf16=bf16,
         dataloader_num_workers=0,
         # about a third more compute for less than half the memory (config key)
         activation_checkpointing=bool(train_cfg.get("gradient_checkpointing", True)),
@@ -268,6 +269,8 @@ def train_model(records: list[dict], init_dir: str | Path, out_dir: str | Path, 
     fingerprint = {k: card[k] for k in ("init", "data", "seed", "train", "train_order", "layout") if k in card}
     set_seed(seed)
     device = pick_device()
+    precision = decide(train_cfg.get("precision", "fp32"), device, key="train.precision")
+    card["precision"] = precision.describe()
     work_dir = Path(work_dir)
     resume = prepare_work_dir(work_dir, fingerprint) if rank == 0 else None
     if world_size > 1:
@@ -282,7 +285,8 @@ def train_model(records: list[dict], init_dir: str | Path, out_dir: str | Path, 
     counter = step_counter()
     trainer = SFTTrainer(
         model=model,
-        args=sft_config(train_cfg, work_dir, seed, device, len(records), ordered, world_size),
+        args=sft_config(train_cfg, work_dir, seed, device, len(records), ordered, world_size,
+                        bf16=precision.used == "bf16" and method != "qlora"),
         train_dataset=build_dataset(records, principles, tokenizer, train_cfg, lay),
         processing_class=tokenizer,
         peft_config=lora_config(train_cfg["lora"]) if method in ("lora", "qlora") else None,

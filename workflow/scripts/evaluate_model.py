@@ -11,7 +11,7 @@ def main(smk):
     evaluate_model(smk.input.model, s["tasks"], smk.input.benchmarks, smk.output.result,
                    batch_size=s["batch_size"], limit=s.get("limit"), seed=smk.params.seed,
                    raw_tasks=s.get("raw_tasks"), system_prompt=load_principles(smk.input.principles).system_prompt,
-                   layout=smk.params.layout, samples_out=smk.output.samples,
+                   layout=smk.params.layout, samples_out=smk.output.samples, precision=s.get("precision", "fp32"),
                    **({"model_class": s["model_class"]} if "model_class" in s else {}))
 
 
