@@ -203,6 +203,11 @@ def test_provenance_is_deterministic_and_path_free(tmp_path):
     assert first["benchmarks"]["config"] == CONFIG["benchmarks"]
     assert first["benchmarks"]["sdist"]["spec"] == "bigbench==1.0.0"
     assert first["experiment"] == "a"
+    # what precision: auto means on this machine, from its own CPU flags
+    from soft.precision import cpu_bf16_flags, cpu_flags
+
+    assert first["precision"]["cpu_bf16_flags"] == cpu_bf16_flags(cpu_flags())
+    assert first["precision"]["auto"] == ("bf16" if cpu_bf16_flags(cpu_flags()) else "fp32")
 
     out = tmp_path / "out" / "provenance.json"
     write_provenance(out, first)

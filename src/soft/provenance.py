@@ -135,6 +135,19 @@ def _path_free(section: Any) -> Any:
     return copy.deepcopy(section)
 
 
+def machine_precision() -> dict:
+    """What `precision: auto` resolves to where provenance is written (the jobs decide on
+    their own machines and record it in their model cards, logs and eval JSONs): the CPU's
+    bf16 flags and the decision they give."""
+    from soft.precision import cpu_bf16_flags, cpu_flags, decide
+    from soft.models import pick_device
+
+    device = pick_device()
+    auto = decide("auto", device, key="precision")
+    return {"device": device, "cpu_bf16_flags": cpu_bf16_flags(cpu_flags()), "auto": auto.used,
+            "reason": auto.reason}
+
+
 def provenance(config: dict, repo_dir: str | os.PathLike, base_model_dir: str | os.PathLike,
                benchmark_dir: str | os.PathLike, extra: dict | None = None) -> dict:
     """The full provenance record of a run; `extra` keys are added at the top level."""
@@ -148,6 +161,7 @@ def provenance(config: dict, repo_dir: str | os.PathLike, base_model_dir: str | 
                        **model_fingerprint(base_model_dir)},
         "benchmarks": {"config": _path_free(config["benchmarks"]),
                        **benchmark_fingerprint(benchmark_dir)},
+        "precision": machine_precision(),
         **(extra or {}),
     }
 
