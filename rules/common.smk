@@ -32,6 +32,7 @@ from soft.principles import load_exemplars, load_principles
 from soft.prompt_pool import known_pool_size
 from soft.records import read_prompts
 from soft.self_instruct import SelfInstructSettings, count_types
+from soft.vllm_backend import check_vllm_python
 
 
 wildcard_constraints:
@@ -72,6 +73,7 @@ try:
     check_evaluation(EVALUATION, NAMED_EXPERIMENTS)
     check_paper(PAPER, NAMED_EXPERIMENTS)
     check_train_gpus(NAMED_EXPERIMENTS, rule_resources(config, "train_model", SCHEMA)["gpu"])
+    check_vllm_python(config.get("vllm_python"))
 except SoftError as e:
     raise WorkflowError(f"invalid configuration: {e}")
 

@@ -18,6 +18,7 @@ def main(smk):
     records = generate_records(
         prompts, smk.input.model, principles, pool, GenerationSettings(**smk.params.settings), icl,
         seed=smk.params.seed, round_k=smk.params.round, gpus=smk.params.gpus,
+        vllm_python=smk.params.vllm_python,
     )
     write_jsonl(smk.output[0], records)
     log.info("wrote %d generations", len(records))
