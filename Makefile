@@ -46,8 +46,9 @@ report: setup
 dry-run: setup
 	$(SNAKEMAKE) -n --cores $(CORES)
 
-# Unit tests, dry-run DAG tests and the tiny end-to-end run (a few minutes).
-test: setup
+# Unit tests, dry-run DAG tests, the tiny end-to-end run and the vLLM tests (a few
+# minutes, plus .venv-vllm's install the first time).
+test: setup vllm-env
 	$(PY) -m pytest -m "not embedded and not slurm" -q
 
 # The full embedded default (SmolLM2-135M, real benchmarks; about 17 minutes, longer if no
