@@ -61,11 +61,12 @@ test-embedded: setup
 test-slurm: setup
 	$(PY) -m pytest -m slurm -q --durations=5
 
-# Performance figures against this machine's matmul rate (results/bench/bench.{json,md});
-# needs the base model (make run, or snakemake resources/models/smollm2-135m-instruct).
-bench: setup
+# Performance figures against this machine's matmul rate (results/bench/bench.{json,md}),
+# with the transformers and vLLM generation backends compared (.venv-vllm); needs the
+# base model (make run, or snakemake resources/models/smollm2-135m-instruct).
+bench: setup vllm-env
 	$(SNAKEMAKE) --cores $(CORES) resources/models/smollm2-135m-instruct resources/benchmarks
-	$(PY) -m soft.bench
+	$(PY) -m soft.bench --backends
 
 clean:
 	rm -rf results logs benchmarks .snakemake

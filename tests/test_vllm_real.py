@@ -177,3 +177,20 @@ def test_endpoint_judge_against_vllm_serve(vllm_server):
     assert result["summary"] == {"n": 3, "win_rate": 0.0, "tie_rate": 1.0, "loss_rate": 0.0, "unparsed": 0}
     assert set(VERDICTS) >= {i["ab"] for i in result["items"]}
     assert served_requests(vllm_server) - before == 6
+
+
+def test_bench_backends_quick(tmp_path, vllm_venv):
+    """`python -m soft.bench --backends` in quick mode: both backends on the same prompts,
+    whole job and generation timed apart, and the section in bench.md."""
+    from soft.bench import bench_backends, markdown
+
+    model = make_tiny_model(tmp_path / "m", head_dim=32)
+    b = bench_backends(str(model), 3, 8, 4)
+    assert b["measured"] is True and b["prompts"] == 3 and b["vllm_python"] == str(vllm_venv / "python")
+    for k in ("hf", "vllm"):
+        assert b[k]["new_tokens"] > 0 and 0 < b[k]["generate_s"] < b[k]["job_s"]
+        assert b[k]["new_tok_per_s"] == round(b[k]["new_tokens"] / b[k]["generate_s"], 2)
+    assert 0 < b["vllm"]["engine_start_s"] < b["vllm"]["job_s"]
+    assert 0 <= b["same_continuations"] <= 3
+    md = markdown({"matmul_n": 1, "matmul_flops": 1.0, "backends": b, "targets": []})
+    assert "## Generation backends" in md and "| vllm |" in md and "| hf |" in md
