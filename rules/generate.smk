@@ -19,8 +19,6 @@ rule generate_responses:
         round=round_of,
         seed=seed_of,
         gpus=job_gpus,
-        # backend vllm: the Python that runs vLLM's engine (soft.vllm_backend.vllm_interpreter)
-        vllm_python=config.get("vllm_python"),
     log:
         "logs/{exp}/generate_responses/round{k}.log",
     benchmark:

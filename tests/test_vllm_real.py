@@ -21,6 +21,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import snakemake
 from tiny import REPO, make_tiny_model, tiny_config
 
@@ -44,7 +45,8 @@ def vllm_venv() -> Path:
 
 def test_generation_rule_with_vllm_is_well_formed_and_repeatable(tmp_path, vllm_venv):
     """generate_responses with backend vllm: records like the hf backend's, the engine run
-    in .venv-vllm (its lines in the job's log), and a forced rerun writes the same bytes."""
+    in .venv-vllm (its lines in the job's log), and a forced rerun (the interpreter now
+    named by the config key vllm_python) writes the same bytes."""
     cfg = tiny_config(tmp_path, experiments={"single_round": {"rounds": 1, "generation": {"backend": "vllm"}}})
     make_tiny_model(tmp_path / "tiny_model_src", head_dim=32)
     target = "results/single_round/data/round1_gen.jsonl"
@@ -62,6 +64,10 @@ def test_generation_rule_with_vllm_is_well_formed_and_repeatable(tmp_path, vllm_
     # sampled (temperature 0.7) from a random model: six different, non-empty continuations
     assert len({r["continuation"] for r in records}) == len(records) and all(r["continuation"] for r in records)
 
+    # again, with the interpreter named by the config key: the same bytes
+    config = yaml.safe_load(cfg.read_text())
+    config["vllm_python"] = str(vllm_venv / "python")
+    cfg.write_text(yaml.safe_dump(config, sort_keys=False))
     snakemake(tmp_path, cfg, target, "--forcerun", "generate_responses")
     assert out.read_bytes() == first
 
