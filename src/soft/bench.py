@@ -129,8 +129,8 @@ def bench_backends(model_dir: str, n_prompts: int, max_new_tokens: int, batch_si
     requests = plan_requests(read_prompts(REPO / "config/prompts.jsonl")[:n_prompts], principles,
                              load_exemplars(REPO / "config/exemplars.jsonl"), IclSettings("random", 2, None), 0)
     texts, ids = [r["text"] for r in requests], [r["id"] for r in requests]
-    settings = GenerationSettings(temperature=0.0, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                                  max_prompt_tokens=4096)
+    # max_prompt_tokens as a run has it (1536): vLLM reserves prompt + new tokens of context
+    settings = GenerationSettings(temperature=0.0, max_new_tokens=max_new_tokens, batch_size=batch_size)
     t0 = time.perf_counter()
     tok, model = load_tokenizer(model_dir), load_causal_lm(model_dir).eval()
     t1 = time.perf_counter()
