@@ -59,11 +59,15 @@ def test_llm_kwargs():
 
 
 def test_llm_kwargs_cpu_engine():
-    """No GPU: eager mode (no 70-90 s graph compilation) and the model in the engine's own
-    process (no spawned worker)."""
+    """No GPU: eager mode (no 70-90 s graph compilation), the model in the engine's own
+    process (no spawned worker), no chunked prefill."""
     kw = llm_kwargs("m", SETTINGS, seed=0, gpus=0, cuda=False)
     assert kw["enforce_eager"] is True
     assert kw["tensor_parallel_size"] == 1 and kw["distributed_executor_backend"] == "uni"
+    # every prompt prefilled in one step (a split prompt broke seeded sampling on CPU)
+    assert kw["enable_chunked_prefill"] is False and kw["max_num_batched_tokens"] == 4096
+    long = GenerationSettings(max_prompt_tokens=6000, max_new_tokens=200)
+    assert llm_kwargs("m", long, seed=0, gpus=0, cuda=False)["max_num_batched_tokens"] == 6200
 
 
 @pytest.mark.parametrize("gpus, tp", [(0, 1), (1, 1), (2, 2), (8, 8)])

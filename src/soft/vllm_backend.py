@@ -48,6 +48,8 @@ DEFAULT_VLLM_PYTHON = REPO / ".venv-vllm" / "bin" / "python"
 # (92% of the machine) and refuses to start when other jobs hold memory. 2 GiB holds
 # ~90k tokens of SmolLM2-135M's cache (30 layers x 3 KV heads x 64 x 2 x bf16).
 CPU_KVCACHE_GIB = 2
+# Prompt tokens one CPU engine step may prefill (vLLM's default there).
+CPU_STEP_TOKENS = 4096
 INSTALL_HINT = (
     "run `make vllm-env` (vLLM's CPU build in .venv-vllm), set the config key vllm_python to a "
     "Python with vLLM, run with --sdm conda (envs/vllm.yaml, CUDA), or set generation.backend: hf"
@@ -126,7 +128,7 @@ def max_model_len(settings) -> int:
 
 def llm_kwargs(model_dir: str | Path, settings, seed: int, gpus: int, cuda: bool = True) -> dict:
     """Keyword arguments of vllm.LLM for one round's merged model folder."""
-    return {
+    kwargs = {
         "model": str(model_dir),
         "tokenizer": str(model_dir),
         # The job's GPUs (resources.gpu); vLLM needs at least one (the CPU engine: 1).
@@ -143,6 +145,15 @@ def llm_kwargs(model_dir: str | Path, settings, seed: int, gpus: int, cuda: bool
         # One device: the model runs in the engine's own process, not in a spawned worker.
         "distributed_executor_backend": "uni" if max(1, int(gpus)) == 1 else "mp",
     }
+    if not cuda:
+        # Each prompt is prefilled in one engine step. A prompt split over two steps has
+        # the token sampled after its first part thrown away, and vLLM 0.32's CPU runner
+        # then rewinds that request's seeded generator, which a CPU generator cannot do
+        # ("CPU Generator does not use offset"): every seeded, sampled run with more prompt
+        # tokens than one step holds failed. A step must then hold the longest prompt.
+        kwargs["enable_chunked_prefill"] = False
+        kwargs["max_num_batched_tokens"] = max(CPU_STEP_TOKENS, kwargs["max_model_len"])
+    return kwargs
 
 
 def request_seed(seed: int, prompt_id: str) -> int:
