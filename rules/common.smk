@@ -36,6 +36,7 @@ from soft.prompt_pool import check_local_copy, known_pool_size
 from soft.records import read_prompts
 from soft.self_instruct import SelfInstructSettings, count_types
 from soft.storage import storage_settings
+from soft.vllm_backend import check_vllm_python
 
 
 wildcard_constraints:
@@ -84,6 +85,7 @@ try:
     check_local_sdist(config["benchmarks"], "resources/benchmarks")
     if PROMPT_SOURCE["source"] == "hub":
         check_local_copy(PROMPT_SOURCE, PROMPTS_FILE)
+    check_vllm_python(config.get("vllm_python"))
 except SoftError as e:
     refuse(e, "invalid configuration")
 

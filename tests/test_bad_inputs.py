@@ -169,6 +169,8 @@ CASES = [
     ("judge_unknown_reference", lambda c, t: c["evaluation"].update(
         probe={"prompts": file_with(t, "probe.jsonl", valid_lines(2))}, judge={"kind": "local", "reference": "nope"}),
      "config key 'evaluation.judge.reference': no experiment named 'nope' (experiments: soft)"),
+    ("missing_vllm_python", lambda c, t: c.update(vllm_python=str(t / "venv/bin/python")),
+     re.compile(r"config key 'vllm_python': .*")),
 ]
 
 

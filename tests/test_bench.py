@@ -177,3 +177,16 @@ def test_scaling_runs_the_workflow_at_p_and_2p_prompts(tmp_path):
     status = {name: s for name, _, s in r["targets"]}
     assert status["2x prompts costs <= 2.1x time"] in ("met", "not met")
     assert "## Scaling with the prompt budget" in markdown(r)
+
+
+def test_backend_comparison_without_vllm_is_not_measured(tmp_path, monkeypatch):
+    """--backends where no Python has vLLM: the section says why instead of failing."""
+    import soft.vllm_backend as vb
+    from soft.bench import bench_backends
+
+    monkeypatch.setattr(vb, "vllm_installed", lambda: False)
+    monkeypatch.setattr(vb, "DEFAULT_VLLM_PYTHON", tmp_path / "no-venv/bin/python")
+    b = bench_backends(str(tmp_path / "any-model"), 3, 8, 4)
+    assert b["measured"] is False and "make vllm-env" in b["why"]
+    md = markdown({"matmul_n": 1, "matmul_flops": 1.0, "backends": b, "targets": []})
+    assert "## Generation backends" in md and "not measured: config key 'generation.backend' is vllm" in md

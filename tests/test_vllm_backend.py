@@ -1,9 +1,11 @@
-"""Unit tests for soft.vllm_backend: engine and sampling arguments, backend choice and the
-missing-package error, all without importing vllm."""
+"""Unit tests for soft.vllm_backend: engine and sampling arguments, backend choice, which
+interpreter runs the engine, the engine process's command and environment, and the
+missing-vLLM errors, all without importing vllm (tests/test_vllm_real.py runs vLLM)."""
 
 from __future__ import annotations
 
 import importlib
+import subprocess
 import sys
 from pathlib import Path
 
@@ -12,6 +14,10 @@ import pytest
 from soft.errors import SoftError
 from soft.generate import STOP_STRINGS, GenerationSettings
 from soft.vllm_backend import (
+    CPU_KVCACHE_GIB,
+    check_vllm_python,
+    engine_command,
+    engine_env,
     import_vllm,
     llm_kwargs,
     max_model_len,
@@ -19,6 +25,7 @@ from soft.vllm_backend import (
     resolve_backend,
     sampling_kwargs,
     truncate_left,
+    vllm_interpreter,
 )
 
 SETTINGS = GenerationSettings(backend="vllm", dtype="bfloat16", max_new_tokens=200, temperature=0.6,
@@ -35,7 +42,7 @@ def no_vllm_import():
 
 
 def test_llm_kwargs():
-    kw = llm_kwargs("results/soft/models/round2", SETTINGS, seed=7, gpus=4)
+    kw = llm_kwargs("results/soft/models/round2", SETTINGS, seed=7, gpus=4, cuda=True)
     assert kw == {
         "model": "results/soft/models/round2",
         "tokenizer": "results/soft/models/round2",
@@ -45,8 +52,22 @@ def test_llm_kwargs():
         "dtype": "bfloat16",
         "max_model_len": 2000,
         "trust_remote_code": False,
+        "enforce_eager": False,
+        "distributed_executor_backend": "mp",
     }
     assert max_model_len(SETTINGS) == 2000
+
+
+def test_llm_kwargs_cpu_engine():
+    """No GPU: eager mode (no 70-90 s graph compilation), the model in the engine's own
+    process (no spawned worker), no chunked prefill."""
+    kw = llm_kwargs("m", SETTINGS, seed=0, gpus=0, cuda=False)
+    assert kw["enforce_eager"] is True
+    assert kw["tensor_parallel_size"] == 1 and kw["distributed_executor_backend"] == "uni"
+    # every prompt prefilled in one step (a split prompt broke seeded sampling on CPU)
+    assert kw["enable_chunked_prefill"] is False and kw["max_num_batched_tokens"] == 4096
+    long = GenerationSettings(max_prompt_tokens=6000, max_new_tokens=200)
+    assert llm_kwargs("m", long, seed=0, gpus=0, cuda=False)["max_num_batched_tokens"] == 6200
 
 
 @pytest.mark.parametrize("gpus, tp", [(0, 1), (1, 1), (2, 2), (8, 8)])
@@ -107,33 +128,98 @@ def test_missing_vllm_is_a_clear_error(monkeypatch):
         import_vllm()
     msg = str(info.value)
     assert "generation.backend' is vllm but `import vllm` failed" in msg
-    assert "install envs/vllm.yaml" in msg
+    assert "make vllm-env" in msg and "--sdm conda" in msg
 
 
-def test_generate_records_vllm_without_package_fails_before_loading(monkeypatch, tmp_path):
-    """backend vllm in the CPU env: the SoftError comes before any model is loaded."""
+def fake_model(tmp_path) -> Path:
+    model = tmp_path / "round1"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "model.safetensors").write_bytes(b"")
+    return model
+
+
+def test_vllm_interpreter_order(tmp_path):
+    """The configured vllm_python, else this Python when it has vllm, else .venv-vllm."""
+    venv = tmp_path / ".venv-vllm/bin/python"
+    venv.parent.mkdir(parents=True)
+    venv.write_text("")
+    venv.chmod(0o755)
+    other = tmp_path / "other-python"
+    other.write_text("")
+    other.chmod(0o755)
+    assert vllm_interpreter(str(other), here_has_vllm=True, default=venv) == str(other)
+    assert vllm_interpreter(None, here_has_vllm=True, default=venv) == sys.executable
+    assert vllm_interpreter(None, here_has_vllm=False, default=venv) == str(venv)
+    with pytest.raises(SoftError, match="has no vllm package and .*does not exist: run `make vllm-env`"):
+        vllm_interpreter(None, here_has_vllm=False, default=tmp_path / "nope")
+
+
+def test_check_vllm_python(tmp_path):
+    check_vllm_python(None)
+    check_vllm_python(sys.executable)
+    with pytest.raises(SoftError, match="config key 'vllm_python': .*nope: no such Python interpreter"):
+        check_vllm_python(str(tmp_path / "nope"))
+    not_executable = tmp_path / "python"
+    not_executable.write_text("")
+    with pytest.raises(SoftError, match="config key 'vllm_python'"):
+        check_vllm_python(str(not_executable))
+
+
+def test_engine_env_sets_only_what_the_caller_left_unset():
+    cpu = engine_env({"PATH": "/bin"}, cuda=False, threads=3)
+    assert cpu == {"PATH": "/bin", "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+                   "VLLM_CPU_KVCACHE_SPACE": str(CPU_KVCACHE_GIB), "VLLM_CPU_OMP_THREADS_BIND": "nobind",
+                   "OMP_NUM_THREADS": "3"}
+    mine = {"VLLM_CPU_KVCACHE_SPACE": "8", "OMP_NUM_THREADS": "1", "VLLM_CPU_OMP_THREADS_BIND": "0-1"}
+    assert engine_env(mine, cuda=False, threads=3) == {**mine, "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+    assert engine_env({}, cuda=True, threads=3) == {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+
+
+def test_generate_records_vllm_without_vllm_fails_before_loading(monkeypatch, tmp_path):
+    """backend vllm, no vllm in this Python and no .venv-vllm: one SoftError naming the
+    ways out, before any model is loaded or process started."""
     import soft.vllm_backend as vb
     from soft.generate import generate_records
     from soft.icl import IclSettings
     from soft.principles import load_principles
 
-    def boom():
-        raise SoftError("config key 'generation.backend' is vllm but `import vllm` failed (test): "
-                        + vb.INSTALL_HINT)
-
-    monkeypatch.setattr(vb, "import_vllm", boom)
+    monkeypatch.setattr(vb, "vllm_installed", lambda: False)
+    monkeypatch.setattr(vb, "DEFAULT_VLLM_PYTHON", tmp_path / "no-venv/bin/python")
+    monkeypatch.setattr(subprocess, "Popen", None)  # starting the engine would fail differently
     principles = load_principles(Path(__file__).resolve().parents[1] / "config" / "principles.yaml")
-    with pytest.raises(SoftError, match="install envs/vllm.yaml"):
-        generate_records([{"id": "p1", "prompt": "Hi?"}], str(tmp_path / "no_model"), principles, [],
+    with pytest.raises(SoftError, match="no-venv/bin/python does not exist: run `make vllm-env`"):
+        generate_records([{"id": "p1", "prompt": "Hi?"}], str(fake_model(tmp_path)), principles, [],
                          GenerationSettings(backend="vllm"), IclSettings(shots=0), seed=0, round_k=1)
 
 
-def test_generate_vllm_with_a_stand_in_engine(monkeypatch, tmp_path):
-    """generate_vllm's wiring, against a stand-in `vllm` module: engine arguments, left
-    truncation, one seeded SamplingParams per prompt, outputs in input order."""
+def test_engine_command_runs_the_module_in_another_python(tmp_path):
+    """The engine command's bootstrap finds this soft package from any interpreter and runs
+    soft.vllm_backend's main: here in a Python without vllm, which fails with the
+    SoftError's one line and exit code 1, writing no result."""
+    import json
+
+    request, result = tmp_path / "request.json", tmp_path / "result.json"
+    request.write_text(json.dumps({"model_dir": str(fake_model(tmp_path)), "texts": ["a"], "prompt_ids": ["p1"],
+                                   "settings": {}, "seed": 0, "gpus": 0}))
+    cmd = engine_command(sys.executable, request, result)
+    assert cmd[:2] == [sys.executable, "-c"]
+    # -S: no site-packages, so neither vllm nor an installed soft can be found but through
+    # the path the bootstrap appends
+    proc = subprocess.run([cmd[0], "-S", *cmd[1:]], capture_output=True, text=True, timeout=60,
+                          env={"PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 1, proc.stderr
+    assert "`import vllm` failed" in proc.stderr and "Traceback" not in proc.stderr
+    assert not result.exists()
+
+
+def test_run_engine_with_a_stand_in_engine(monkeypatch, tmp_path):
+    """run_engine's wiring (the engine process's work), against a stand-in `vllm` module:
+    engine arguments, left truncation, one seeded SamplingParams per prompt, outputs in
+    input order, new-token counts."""
     import types
 
-    from soft.vllm_backend import generate_vllm
+    from soft.vllm_backend import run_engine
 
     calls = {}
 
@@ -150,20 +236,19 @@ def test_generate_vllm_with_a_stand_in_engine(monkeypatch, tmp_path):
 
         def generate(self, prompts, params, use_tqdm=True):
             calls["prompts"], calls["params"] = prompts, params
-            return [types.SimpleNamespace(outputs=[types.SimpleNamespace(text=f"out{i}")])
+            return [types.SimpleNamespace(outputs=[types.SimpleNamespace(text=f"out{i}", token_ids=[7] * (i + 1))])
                     for i in range(len(prompts))]
 
     fake = types.ModuleType("vllm")
     fake.LLM, fake.SamplingParams = LLM, lambda **kw: kw
     monkeypatch.setitem(sys.modules, "vllm", fake)
-    model = tmp_path / "round1"
-    model.mkdir()
-    (model / "config.json").write_text("{}")
-    (model / "model.safetensors").write_bytes(b"")
+    model = fake_model(tmp_path)
     settings = GenerationSettings(max_prompt_tokens=4, max_new_tokens=8)
-    out = generate_vllm(model, ["abcdef", "xy"], ["p1", "p2"], settings, seed=3, gpus=2)
-    assert out == ["out0", "out1"]
-    assert calls["llm"] == llm_kwargs(model, settings, 3, 2)
+    out = run_engine({"model_dir": str(model), "texts": ["abcdef", "xy"], "prompt_ids": ["p1", "p2"],
+                      "settings": {"max_prompt_tokens": 4, "max_new_tokens": 8}, "seed": 3, "gpus": 2})
+    assert out["continuations"] == ["out0", "out1"]
+    assert out["new_tokens"] == 3 and out["prompt_tokens"] == 6
+    assert calls["llm"] == llm_kwargs(model, settings, 3, 2, cuda=False)
     assert calls["prompts"] == [{"prompt_token_ids": [ord(c) for c in "cdef"]},
                                 {"prompt_token_ids": [ord("x"), ord("y")]}]
     assert calls["params"] == [sampling_kwargs(settings, request_seed(3, "p1")),

@@ -24,9 +24,10 @@ CHATML = (
 )
 
 
-def make_tiny_model(out_dir: Path, seed: int = 0, chat_template: bool = True) -> Path:
+def make_tiny_model(out_dir: Path, seed: int = 0, chat_template: bool = True, head_dim: int = 16) -> Path:
     """A 2-layer Llama (hidden 64) with a 600-token BPE vocabulary; a few MB on disk.
-    `chat_template=False`: no chat template, like a pretrained model (plain layout)."""
+    `chat_template=False`: no chat template, like a pretrained model (plain layout).
+    vLLM's CPU attention has no kernel for head_dim 16: its tests ask for 32."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -45,7 +46,7 @@ def make_tiny_model(out_dir: Path, seed: int = 0, chat_template: bool = True) ->
         fast.chat_template = CHATML
     torch.manual_seed(seed)
     cfg = LlamaConfig(vocab_size=len(fast), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                      num_attention_heads=64 // head_dim, num_key_value_heads=max(1, 32 // head_dim), max_position_embeddings=2048,
                       bos_token_id=fast.bos_token_id, eos_token_id=fast.eos_token_id,
                       pad_token_id=fast.pad_token_id, tie_word_embeddings=True)
     model = LlamaForCausalLM(cfg)

@@ -3,18 +3,20 @@
     python -m soft.bench                    # SmolLM2 base model, writes results/bench/
     python -m soft.bench --quick --model D  # seconds, any small model folder (the test uses this)
     python -m soft.bench --scaling          # also the workflow at 48 and 96 prompts (about 20 minutes)
+    python -m soft.bench --backends         # also transformers vs vLLM generation (needs .venv-vllm)
 
 Sections: matmul FLOP/s (the denominator); generation (batched with and without the
 shared-prefix cache vs one prompt at a time); LoRA training (the optimisation loop alone,
 timed by a Trainer callback, with the real and padded tokens its forward passes ran; the
 whole train_model() job separately); base model load (safetensors vs the GGUF it was
 converted from); lm-eval scoring (TruthfulQA MC1 and HHH, lm-eval's stock hf class vs
-soft-hf-cached, same documents); with --scaling, the workflow at P and 2P prompts (the
-ratio of wall times); workflow overhead of a finished run (sum of the jobs' times from
-benchmarks/ vs the run's wall time) and the dry-run time of a 3 x 50-round grid. Each
-target is printed as met, not met, or not measured (with why). FLOP counts: 2 x
-parameters per token processed (forward), 4 x for LoRA training (forward + activation
-gradients, frozen weights), 6 x for full training.
+soft-hf-cached, same documents); with --backends, generate_responses' transformers and
+vLLM backends on the same prompts (whole job and generation alone); with --scaling, the
+workflow at P and 2P prompts (the ratio of wall times); workflow overhead of a finished
+run (sum of the jobs' times from benchmarks/ vs the run's wall time) and the dry-run time
+of a 3 x 50-round grid. Each target is printed as met, not met, or not measured (with
+why). FLOP counts: 2 x parameters per token processed (forward), 4 x for LoRA training
+(forward + activation gradients, frozen weights), 6 x for full training.
 """
 
 from __future__ import annotations
@@ -101,6 +103,66 @@ def bench_generation(model_dir: str, n_prompts: int, max_new_tokens: int, batch_
     out["params"] = params
     out["prompts"] = len(texts)
     out["prefix_tokens"] = len(prefix_ids)
+    return out
+
+
+def bench_backends(model_dir: str, n_prompts: int, max_new_tokens: int, batch_size: int,
+                   vllm_python: str | None = None) -> dict:
+    """generate_responses' two backends on the same principle-driven prompts, greedy, each
+    as a job sees it. hf: transformers in this process (model load + generate; torch is
+    already imported). vllm: the engine process in vLLM's interpreter (soft.vllm_backend:
+    Python start, `import vllm`, engine start, generate, exit). New tokens are counted with
+    one tokenizer for both; vLLM runs bf16 on this CPU (dtype auto), transformers fp32."""
+    from soft.errors import SoftError
+    from soft.generate import GenerationSettings, generate_hf, plan_requests
+    from soft.icl import IclSettings
+    from soft.models import load_causal_lm, load_tokenizer
+    from soft.principles import load_exemplars, load_principles
+    from soft.records import read_prompts
+    from soft.vllm_backend import run_engine_job, vllm_interpreter
+
+    try:
+        python = vllm_interpreter(vllm_python)
+    except SoftError as e:
+        return {"measured": False, "why": str(e)}
+    principles = load_principles(REPO / "config/principles.yaml")
+    requests = plan_requests(read_prompts(REPO / "config/prompts.jsonl")[:n_prompts], principles,
+                             load_exemplars(REPO / "config/exemplars.jsonl"), IclSettings("random", 2, None), 0)
+    texts, ids = [r["text"] for r in requests], [r["id"] for r in requests]
+    # max_prompt_tokens as a run has it (1536): vLLM reserves prompt + new tokens of context
+    settings = GenerationSettings(temperature=0.0, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    t0 = time.perf_counter()
+    tok, model = load_tokenizer(model_dir), load_causal_lm(model_dir).eval()
+    t1 = time.perf_counter()
+    hf_answers = generate_hf(model, tok, texts, settings, seed=0)
+    t2 = time.perf_counter()
+    del model
+
+    def count(answers):
+        return sum(len(tok(a, add_special_tokens=False).input_ids) for a in answers)
+
+    new = count(hf_answers)
+    out = {"measured": True, "prompts": len(texts), "max_new_tokens": max_new_tokens, "vllm_python": python,
+           "prompt_tokens": sum(len(tok(t).input_ids) for t in texts),
+           "hf": {"job_s": round(t2 - t0, 2), "load_s": round(t1 - t0, 2), "generate_s": round(t2 - t1, 2),
+                  "new_tokens": new, "new_tok_per_s": round(new / (t2 - t1), 2)}}
+    t0 = time.perf_counter()
+    engine = run_engine_job(model_dir, texts, ids, settings, seed=0, gpus=0, vllm_python=vllm_python)
+    job = time.perf_counter() - t0
+    new = count(engine["continuations"])
+    out["vllm"] = {"job_s": round(job, 2), "engine_start_s": round(engine["engine_start_s"], 2),
+                   "generate_s": round(engine["generate_s"], 2), "new_tokens": new,
+                   "new_tok_per_s": round(new / max(engine["generate_s"], 1e-9), 2)}
+    for k in ("hf", "vllm"):
+        out[k]["job_new_tok_per_s"] = round(out[k]["new_tokens"] / out[k]["job_s"], 2)
+    out["same_continuations"] = sum(a == b for a, b in zip(hf_answers, engine["continuations"]))
+    # Prompts per job at which the two whole jobs take equal time: fixed costs (hf's model
+    # load; vLLM's process, imports and engine start) against the seconds per prompt.
+    fixed = {k: out[k]["job_s"] - out[k]["generate_s"] for k in ("hf", "vllm")}
+    per_prompt = {k: out[k]["generate_s"] / len(texts) for k in ("hf", "vllm")}
+    gain = per_prompt["hf"] - per_prompt["vllm"]
+    out["break_even_prompts"] = (round((fixed["vllm"] - fixed["hf"]) / gain, 1)
+                                 if gain > 0 and fixed["vllm"] > fixed["hf"] else None)
     return out
 
 
@@ -331,6 +393,7 @@ def bench_load(model_dir: str, tmp: Path, quick: bool = False, repeats: int = 3)
     return out
 
 
+BACKEND_PROMPTS = 64  # prompts of the backend comparison (full mode)
 SCALING_BUDGET = {False: 48, True: 4}  # P in full and quick mode
 SCALING_MINUTES = {False: 20, True: 2}  # about how long both runs take
 
@@ -682,6 +745,24 @@ def markdown(r: dict) -> str:
                              f"{s[t]['ratio'] if c == 'cached' else ''} | "
                              f"{'yes' if s[t]['identical'] else 'no'} (max diff {s[t]['max_abs_logprob_diff']:.1e}) |")
         lines.append("")
+    b = r.get("backends")
+    if b:
+        lines += ["## Generation backends (generate_responses as a job sees it; greedy)", ""]
+        if b.get("measured"):
+            lines += [f"{b['prompts']} principle-driven prompts ({b['prompt_tokens']} prompt tokens), "
+                      f"at most {b['max_new_tokens']} new tokens each.", "",
+                      "| backend | whole job s | fixed s (load / engine start) | generate s | new tokens | "
+                      "new tok/s (generate) | new tok/s (whole job) |", "|---|---|---|---|---|---|---|"]
+            for k, fixed in (("hf", "load_s"), ("vllm", "engine_start_s")):
+                v = b[k]
+                lines.append(f"| {k} | {v['job_s']} | {v[fixed]} | {v['generate_s']} | {v['new_tokens']} | "
+                             f"{v['new_tok_per_s']} | {v['job_new_tok_per_s']} |")
+            even = b["break_even_prompts"]
+            lines += ["", f"identical continuations: {b['same_continuations']} of {b['prompts']}; "
+                      + (f"vLLM's whole job is faster from about {even} prompts per job" if even is not None
+                         else "no break-even (one backend is faster at every job size)"), ""]
+        else:
+            lines += [f"not measured: {b['why']}", ""]
     lines += ["## Targets", "", "| target | figure | status |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in r["targets"]]
     return "\n".join(lines) + "\n"
@@ -698,6 +779,10 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"also run the workflow at {SCALING_BUDGET[False]} and {2 * SCALING_BUDGET[False]} prompts "
                          f"(about {SCALING_MINUTES[False]} minutes; with --quick: {SCALING_BUDGET[True]} and "
                          f"{2 * SCALING_BUDGET[True]} prompts on the given model, about {SCALING_MINUTES[True]} minutes)")
+    ap.add_argument("--backends", action="store_true",
+                    help="also compare the transformers and vLLM generation backends (vLLM from the config "
+                         "key's default: this Python if it has vllm, else .venv-vllm; a few minutes)")
+    ap.add_argument("--vllm-python", default=None, help="the Python that runs vLLM's engine (--backends)")
     args = ap.parse_args(argv)
     import torch
 
@@ -727,6 +812,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         r["scaling"] = {"measured": False, "why": f"run with --scaling: about {SCALING_MINUTES[q]} minutes"}
     print("scaling:", json.dumps(r["scaling"]), flush=True)
+    if args.backends:
+        r["backends"] = bench_backends(args.model, 3 if q else BACKEND_PROMPTS, 8 if q else 96,
+                                       default_generation_batch(), args.vllm_python)
+        print("backends:", json.dumps(r["backends"]), flush=True)
     r["workflow"] = workflow_overhead(Path(args.run_dir))
     r["dry_run_3x50_s"] = None if q else round(dry_run_seconds(3, 50), 2)
     r["targets"] = targets(r)

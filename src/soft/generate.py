@@ -194,8 +194,10 @@ def generate_hf(model, tokenizer, texts: list[str], settings: GenerationSettings
 
 def generate_records(prompts: list[dict], model_dir: str, principles: Principles,
                      exemplar_pool: list[dict], settings: GenerationSettings, icl: IclSettings,
-                     seed: int, round_k: int, gpus: int = 0) -> list[dict]:
-    """Generation records for one round: prompt fields + exemplar ids + raw continuation."""
+                     seed: int, round_k: int, gpus: int = 0, vllm_python: str | None = None) -> list[dict]:
+    """Generation records for one round: prompt fields + exemplar ids + raw continuation.
+    The vllm backend runs its engine in vLLM's interpreter (soft.vllm_backend.vllm_interpreter:
+    `vllm_python`, this one if it has vllm, else .venv-vllm)."""
     from soft.vllm_backend import generate_vllm, resolve_backend
 
     requests = plan_requests(prompts, principles, exemplar_pool, icl, seed)
@@ -204,7 +206,8 @@ def generate_records(prompts: list[dict], model_dir: str, principles: Principles
     log.info("backend %s (generation.backend: %s), icl mode %s, %d shots, pool of %d",
              backend, settings.backend, icl.mode, icl.shots, len(exemplar_pool))
     if backend == "vllm":
-        continuations = generate_vllm(model_dir, texts, [r["id"] for r in requests], settings, seed, gpus)
+        continuations = generate_vllm(model_dir, texts, [r["id"] for r in requests], settings, seed, gpus,
+                                      vllm_python)
     else:
         from soft.models import load_causal_lm, load_tokenizer, pick_device
         from soft.precision import decide

@@ -18,6 +18,9 @@ def main(smk):
     records = generate_records(
         prompts, smk.input.model, principles, pool, GenerationSettings(**smk.params.settings), icl,
         seed=smk.params.seed, round_k=smk.params.round, gpus=smk.params.gpus,
+        # a machine setting read from the config, not a param: a new interpreter path is
+        # no reason to rerun generation (and everything after it)
+        vllm_python=smk.config.get("vllm_python"),
     )
     write_jsonl(smk.output[0], records)
     log.info("wrote %d generations", len(records))
