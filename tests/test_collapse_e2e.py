@@ -82,7 +82,7 @@ def test_table_holds_chains_of_different_lengths_and_every_signal(collapse_run):
     # the reference experiment is not judged against itself
     assert "single_round" not in set(df[df.task == "judge_vs_single_round"].experiment)
     md = (workdir / "results/tables/metrics.md").read_text()
-    assert "validation margin" in md and "judged win rate vs round 0" in md
+    assert "validation margin" in md and "judge preference vs round 0" in md
     for name in ("collapse.png", "collapse.pdf", "metric_vs_round.png"):
         assert (workdir / "results/figures" / name).stat().st_size > 1_000
 
