@@ -83,6 +83,9 @@ PROBE = EVALUATION["probe"]
 JUDGE = EVALUATION["judge"]
 PROBES = PROBE.get("prompts") is not None
 JUDGES = JUDGE["kind"] != "none"
+# The judge's preference joins the paper's main table only from a strong judge behind an
+# endpoint: the offline local judge (the base model) showed no usable signal (README).
+JUDGE_IN_TABLE = JUDGE["kind"] == "endpoint"
 BASE_MODEL_DIR = f"resources/models/{config['base_model']['name']}"
 BENCHMARK_DIR = "resources/benchmarks"
 TABLES_DIR, FIGURES_DIR = output_dirs(config)
@@ -440,6 +443,6 @@ def paper_figures():
 
 def paper_outputs():
     files = [f"{PAPER_DIR}/{name}" for name in (
-        "metrics_by_seed.csv", "metrics_summary.csv", "main_table.csv", "main_table.md", "main_table.tex",
-        "provenance.json")]
+        "metrics_by_seed.csv", "metrics_summary.csv", "comparisons.csv", "main_table.csv", "main_table.md",
+        "main_table.tex", "provenance.json")]
     return files + [f"{PAPER_DIR}/{stem}.{ext}" for stem in paper_figures() for ext in ("png", "pdf")]
