@@ -15,6 +15,7 @@ rule aggregate_metrics:
         entries=table_entries,
         judges=judge_files,
         comparisons=comparison_specs,
+        judge=JUDGE_IN_TABLE,
     log:
         f"logs/aggregate_metrics{LOG_SUFFIX}.log",
     threads: 1

@@ -167,3 +167,19 @@ def test_judge_preference_rows():
     assert (row["diff"], row["ci_low"], row["ci_high"]) == (pytest.approx(0.05), pytest.approx(0.01),
                                                             pytest.approx(0.09))
     assert not math.isnan(row["p_value"])
+
+
+def test_metrics_md_leaves_a_local_judge_out(grid, tmp_path):
+    entries, comparisons = grid
+    judge = {"experiment": "soft", "comparisons": [{"round": 1, "against": "round0", "summary": {
+        "n": 80, "win_rate": 0.0, "tie_rate": 1.0, "loss_rate": 0.0, "preference": 0.5,
+        "preference_ci_low": 0.49, "preference_ci_high": 0.51, "preference_p": 0.9}}]}
+    path = tmp_path / "judge.json"
+    path.write_text(json.dumps(judge))
+    df = metrics_table(entries, [path])
+    comparisons = pd.concat([comparisons, pd.DataFrame(judge_comparison_rows(judge))], ignore_index=True)
+    write_table(df, tmp_path / "m.csv", tmp_path / "m.md", comparisons)
+    assert "judge preference" in (tmp_path / "m.md").read_text(encoding="utf-8")
+    write_table(df, tmp_path / "m.csv", tmp_path / "m.md", comparisons, judge=False)
+    assert "judge" not in (tmp_path / "m.md").read_text(encoding="utf-8")
+    assert "judge_vs_round0" in (tmp_path / "m.csv").read_text(encoding="utf-8")  # the data stays

@@ -167,14 +167,20 @@ def seed_table(df, instances: dict[str, list]):
                                          kind="stable").reset_index(drop=True)
 
 
-def write_table(df, csv_path: str | Path, md_path: str | Path, comparisons=None) -> None:
+def write_table(df, csv_path: str | Path, md_path: str | Path, comparisons=None, judge: bool = True) -> None:
     """The tidy CSV, and a Markdown view: one row per (experiment, round) with each
     headline metric, its paired change from round 0 (diff [95% CI], p) when comparisons
-    are given, and the signals; then the fixed-budget comparisons between experiments."""
+    are given, and the signals; then the fixed-budget comparisons between experiments.
+    judge False: the judge's preference stays in the CSVs but out of the Markdown (the
+    offline local judge gives no signal: README)."""
     import pandas as pd
 
     with atomic_path(csv_path) as tmp:
         df.to_csv(tmp, index=False, float_format="%.6f")
+    if not judge:
+        df = df[~df.task.str.startswith("judge_vs_")]
+        if comparisons is not None:
+            comparisons = comparisons[comparisons.task != "judge"]
     wanted = {(t, m) for t, m, _ in HEADLINE + SIGNALS}
     wide = df[[(t, m) in wanted for t, m in zip(df.task, df.metric)]]
     # A column per headline metric or signal that some row has (MC2 only when it was

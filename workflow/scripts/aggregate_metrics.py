@@ -15,7 +15,7 @@ def main(smk):
     if judged:
         comparisons = pd.concat([comparisons, pd.DataFrame(judged, columns=comparisons.columns)], ignore_index=True)
     write_comparisons(comparisons, smk.output.comparisons)
-    write_table(df, smk.output.csv, smk.output.md, comparisons)
+    write_table(df, smk.output.csv, smk.output.md, comparisons, judge=smk.params.judge)
     log.info("%d rows, %d comparison rows", len(df), len(comparisons))
 
 
