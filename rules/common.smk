@@ -83,9 +83,6 @@ PROBE = EVALUATION["probe"]
 JUDGE = EVALUATION["judge"]
 PROBES = PROBE.get("prompts") is not None
 JUDGES = JUDGE["kind"] != "none"
-# The judge's preference joins the paper's main table only from a strong judge behind an
-# endpoint: the offline local judge (the base model) showed no usable signal (README).
-JUDGE_IN_TABLE = JUDGE["kind"] == "endpoint"
 BASE_MODEL_DIR = f"resources/models/{config['base_model']['name']}"
 BENCHMARK_DIR = "resources/benchmarks"
 TABLES_DIR, FIGURES_DIR = output_dirs(config)
@@ -381,6 +378,9 @@ def table_inputs(wildcards, experiments=None):
 
 
 COMPARISONS = config.get("comparisons", SCHEMA["properties"]["comparisons"]["default"])
+# The judge's preference joins metrics.md and the paper's main table only from a strong
+# judge behind an endpoint: the offline local judge (the base model) showed no signal (README).
+JUDGE_IN_TABLE = JUDGE["kind"] == "endpoint"
 
 
 def comparison_specs(wildcards=None, experiments=None, by_name=False, panels=()):
