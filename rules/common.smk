@@ -443,6 +443,6 @@ def paper_figures():
 
 def paper_outputs():
     files = [f"{PAPER_DIR}/{name}" for name in (
-        "metrics_by_seed.csv", "metrics_summary.csv", "comparisons.csv", "main_table.csv", "main_table.md",
-        "main_table.tex", "provenance.json")]
+        "metrics_by_seed.csv", "metrics_summary.csv", "main_table.csv", "main_table.md", "main_table.tex",
+        "provenance.json")]
     return files + [f"{PAPER_DIR}/{stem}.{ext}" for stem in paper_figures() for ext in ("png", "pdf")]
