@@ -183,3 +183,24 @@ def test_metrics_md_leaves_a_local_judge_out(grid, tmp_path):
     write_table(df, tmp_path / "m.csv", tmp_path / "m.md", comparisons, judge=False)
     assert "judge" not in (tmp_path / "m.md").read_text(encoding="utf-8")
     assert "judge_vs_round0" in (tmp_path / "m.csv").read_text(encoding="utf-8")  # the data stays
+
+
+def test_shipped_ablations_name_their_reference(monkeypatch):
+    """Each shipped ablation's experiments are compared with the experiment its config
+    judges against (evaluation.judge.reference): `soft` in both."""
+    from pathlib import Path
+
+    import yaml
+
+    from soft.config import included_experiments, load_schema, paper_settings
+
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(repo)  # paper.include paths are relative to the repository
+    config = yaml.safe_load((repo / "config/config.yaml").read_text())
+    schema = load_schema(repo / "config/schema/config.schema.yaml")
+    _, panels = included_experiments(config, paper_settings(config, schema), schema)
+    assert {p["name"]: p["reference"] for p in panels} == {"icl_diversity": "soft", "training_order": "soft"}
+    pairs = comparison_pairs(config.get("comparisons") or schema["properties"]["comparisons"]["default"], panels)
+    assert {"experiment": "icl_fixed", "reference": "soft"} in pairs
+    assert {"experiment": "soft_hard_to_easy", "reference": "soft"} in pairs
+    assert {"experiment": "soft", "reference": "single_round"} == pairs[0]

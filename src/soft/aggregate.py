@@ -14,7 +14,7 @@ from pathlib import Path
 
 from soft.errors import SoftError
 from soft.io import atomic_path, read_json
-from soft.stats import HEADLINE_METRICS, format_diff
+from soft.stats import HEADLINE_METRICS, TEST_WILCOXON, format_diff
 
 COLUMNS = ["experiment", "round", "task", "metric", "value", "stderr", "n_train_prompts"]
 
@@ -131,7 +131,7 @@ def judge_comparison_rows(judge_json: dict, instances: dict | None = None) -> li
                      "reference_round": "0" if against == "round0" else "last", "task": "judge", "metric": "preference",
                      "n": s["n"], "diff": s["preference"] - 0.5, "ci_low": s["preference_ci_low"] - 0.5,
                      "ci_high": s["preference_ci_high"] - 0.5, "p_value": s["preference_p"],
-                     "test": "wilcoxon", "kind": "judge", "n_seeds": 1})
+                     "test": TEST_WILCOXON, "kind": "judge", "n_seeds": 1})
     return rows
 
 
