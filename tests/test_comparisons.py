@@ -37,13 +37,17 @@ def test_plan_every_round_vs_round0_and_pairs_at_the_fixed_budget():
     assert got == [("single_round", "1", "single_round", "0", "round0"),
                    ("soft", "1", "soft", "0", "round0"), ("soft", "2", "soft", "0", "round0"),
                    ("soft", "3", "soft", "0", "round0"),
+                   # seeds stopped at different rounds: their last rounds against round 0
+                   ("soft", "2-3", "soft", "0", "fixed budget"),
                    ("soft", "2-3", "single_round", "1", "fixed budget")]
+    assert specs[4]["candidate"] == {0: "results/soft/eval/round3_samples.jsonl",
+                                     1: "results/soft_seed1/eval/round2_samples.jsonl"}
     # round 3 exists for seed 0 only; round 1 pools both seeds
     assert specs[3]["candidate"] == {0: "results/soft/eval/round3_samples.jsonl"}
     assert specs[1]["baseline"] == {0: "results/soft/eval/round0_samples.jsonl",
                                     1: "results/soft_seed1/eval/round0_samples.jsonl"}
     # the fixed budget: each seed's last round
-    assert specs[4]["candidate"] == {0: "results/soft/eval/round3_samples.jsonl",
+    assert specs[5]["candidate"] == {0: "results/soft/eval/round3_samples.jsonl",
                                      1: "results/soft_seed1/eval/round2_samples.jsonl"}
 
 

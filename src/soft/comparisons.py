@@ -51,6 +51,14 @@ def plan_comparisons(runs: dict[str, dict], pairs: list[dict], samples_path: Cal
                           "kind": BASE_REFERENCE,
                           "candidate": {s: samples_path(i, k) for s, i in have.items()},
                           "baseline": {s: samples_path(i, 0) for s, i in have.items()}})
+        lasts = {s: n for s, (_, n) in seeds.items()}
+        if len(set(lasts.values())) > 1:
+            # seeds stopped at different rounds: the fixed-budget point (each seed's last
+            # round) against round 0, the main table's change from the base model
+            specs.append({"experiment": exp, "round": rounds_label(list(lasts.values())), "reference": exp,
+                          "reference_round": "0", "kind": FIXED_BUDGET,
+                          "candidate": {s: samples_path(i, n) for s, (i, n) in sorted(seeds.items())},
+                          "baseline": {s: samples_path(i, 0) for s, (i, _) in sorted(seeds.items())}})
     seen = set()
     for pair in pairs:
         exp, ref = str(pair["experiment"]), str(pair["reference"])
