@@ -208,3 +208,10 @@ def test_shipped_ablations_name_their_reference(monkeypatch):
     assert {"experiment": "icl_fixed", "reference": "soft"} in pairs
     assert {"experiment": "soft_hard_to_easy", "reference": "soft"} in pairs
     assert {"experiment": "soft", "reference": "single_round"} == pairs[0]
+
+
+def test_no_comparisons_no_lines():
+    from soft.aggregate import comparison_lines
+
+    # no per-document samples: an empty comparisons table, as read back from its CSV
+    assert comparison_lines(pd.DataFrame(columns=COMPARISON_COLUMNS + ["kind", "n_seeds"])) == []

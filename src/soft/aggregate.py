@@ -223,6 +223,8 @@ def write_table(df, csv_path: str | Path, md_path: str | Path, comparisons=None,
 
 def comparison_lines(comparisons) -> list[str]:
     """Markdown: the comparisons between experiments (fixed budget) and of the judge."""
+    if comparisons is None or not len(comparisons):
+        return []
     shown = {(h[0], h[1]) for h in HEADLINE} | {("judge", "preference")}
     wanted = [(t, m) in shown for t, m in zip(comparisons.task, comparisons.metric)]
     keep = comparisons[(comparisons.kind != "round0").to_numpy() & wanted]
