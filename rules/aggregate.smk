@@ -1,5 +1,7 @@
 # The tidy metrics table (lm-eval, validation, probe diagnostics, filter drop rates,
-# judge) and the figures over every experiment, whatever length each chain ran to.
+# training examples and steps, judge), the paired comparisons (each round vs round 0,
+# the configured pairs at the fixed budget) and the figures over every experiment,
+# whatever length each chain ran to.
 
 
 rule aggregate_metrics:
@@ -8,9 +10,12 @@ rule aggregate_metrics:
     output:
         csv=report(f"{TABLES_DIR}/metrics.csv", caption="../workflow/report/metrics.rst", category="Grid"),
         md=f"{TABLES_DIR}/metrics.md",
+        comparisons=f"{TABLES_DIR}/comparisons.csv",
     params:
         entries=table_entries,
         judges=judge_files,
+        comparisons=comparison_specs,
+        judge=JUDGE_IN_TABLE,
     log:
         f"logs/aggregate_metrics{LOG_SUFFIX}.log",
     threads: 1
@@ -26,6 +31,7 @@ rule aggregate_metrics:
 rule plot_metrics:
     input:
         csv=f"{TABLES_DIR}/metrics.csv",
+        comparisons=f"{TABLES_DIR}/comparisons.csv",
         stops=stop_files(),
     output:
         png=report(f"{FIGURES_DIR}/metric_vs_round.png", caption="../workflow/report/grid_figures.rst",

@@ -25,6 +25,7 @@ from soft.config import (
 )
 from soft.base_model import check_source_inputs
 from soft.benchmarks import check_local_sdist
+from soft.comparisons import comparison_pairs, plan_comparisons
 from soft.curriculum import is_ordered
 from soft.early_stop import validation_kind
 from soft.errors import SoftError, refuse
@@ -354,6 +355,25 @@ def judge_inputs(wildcards):
     return sorted({p for _, _, cand, base in judge_comparisons(wildcards.exp) for p in (cand, base)})
 
 
+def samples_path(exp, k):
+    """lm-eval's per-document outcomes, beside the round's eval JSON."""
+    return eval_path(exp, int(k)).replace(".json", "_samples.jsonl")
+
+
+def has_samples():
+    """Whether evaluate_model writes the per-document samples (its `samples` output) that
+    the paired comparisons read; without them comparisons.csv has no benchmark rows."""
+    return "samples" in rules.evaluate_model.output.keys()
+
+
+def trained_filters(exp, k):
+    """The filter records of the rounds whose data round k's model trained on."""
+    if int(k) == 0:
+        return []
+    first = 1 if EXPERIMENTS[exp]["train"]["data"] == "cumulative" else int(k)
+    return [f"results/{exp}/data/round{j}_filter.json" for j in range(first, int(k) + 1)]
+
+
 def table_entries(wildcards=None, experiments=None):
     """One entry per (experiment, round) that ran (the grid's experiments unless named):
     its cumulative training prompts and the files whose numbers go into the tidy table."""
@@ -365,16 +385,50 @@ def table_entries(wildcards=None, experiments=None):
                 "round": k,
                 "n_train_prompts": cumulative_prompts(exp, k),
                 "eval": eval_path(exp, k),
+                "samples": samples_path(exp, k) if has_samples() else None,
                 "validation": validation_path(exp, k) if stops_early(exp) else None,
                 "diagnostics": diagnostics_path(exp, k) if PROBES else None,
                 "filter": f"results/{exp}/data/round{k}_filter.json" if k >= 1 else None,
+                "train_filters": trained_filters(exp, k),
+                "model": model_dir(exp, k) if k >= 1 else None,
             })
     return entries
 
 
 def table_inputs(wildcards, experiments=None):
-    return [e[key] for e in table_entries(experiments=experiments)
-            for key in ("eval", "validation", "diagnostics", "filter") if e[key]] + judge_files(experiments=experiments)
+    files = []
+    for e in table_entries(experiments=experiments):
+        files += [e[key] for key in ("eval", "samples", "validation", "diagnostics", "filter", "model") if e[key]]
+        # cumulative training data: the earlier rounds' filter records too
+        files += [p for p in e["train_filters"] if p != e["filter"]]
+    return files + judge_files(experiments=experiments)
+
+
+COMPARISONS = config.get("comparisons", SCHEMA["properties"]["comparisons"]["default"])
+# The judge's preference joins metrics.md and the paper's main table only from a strong
+# judge behind an endpoint: the offline local judge (the base model) showed no signal (README).
+JUDGE_IN_TABLE = JUDGE["kind"] == "endpoint"
+
+
+def comparison_specs(wildcards=None, experiments=None, by_name=False, panels=()):
+    """The paired comparisons (soft.comparisons) over the runs that ran. by_name: seeds
+    of an experiment pool into one comparison (the paper); else each run is its own
+    experiment (the grid's table has a row per run) and pairs match runs of one seed."""
+    runs = {}
+    for inst in GRID if experiments is None else experiments:
+        cfg = EXPERIMENTS[inst]
+        runs[inst] = {"experiment": cfg["name"] if by_name else inst, "seed": cfg["seed"],
+                      "rounds_run": rounds_run(inst)}
+    if not has_samples():
+        return []
+    pairs = comparison_pairs(COMPARISONS, panels)
+    if not by_name:
+        pairs = [{"experiment": instance_of(p["experiment"], cfg["seed"]),
+                  "reference": instance_of(p["reference"], cfg["seed"])}
+                 for p in pairs for inst, cfg in EXPERIMENTS.items()
+                 if cfg["name"] == p["experiment"] and inst in runs
+                 and any(c["name"] == p["reference"] and c["seed"] == cfg["seed"] for c in EXPERIMENTS.values())]
+    return plan_comparisons(runs, pairs, samples_path)
 
 
 def judge_files(wildcards=None, experiments=None):
@@ -396,6 +450,7 @@ def final_outputs():
     return [
         f"{TABLES_DIR}/metrics.csv",
         f"{TABLES_DIR}/metrics.md",
+        f"{TABLES_DIR}/comparisons.csv",
         f"{FIGURES_DIR}/metric_vs_round.png",
         f"{FIGURES_DIR}/metric_vs_round.pdf",
         f"{FIGURES_DIR}/collapse.png",

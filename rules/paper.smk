@@ -1,6 +1,8 @@
 # `snakemake paper`: every comparison of the paper as figures and tables in results/paper/,
 # over the grid's experiments and the ablation configs of paper.include, mean and standard
-# deviation over `seeds`. Every figure and table is in `snakemake paper --report report.html`.
+# deviation over `seeds`, paired comparisons (each round vs round 0, the configured pairs
+# and each ablation vs its reference) in comparisons.csv. Every figure and table is in
+# `snakemake paper --report report.html`.
 
 
 rule aggregate_paper_metrics:
@@ -11,9 +13,11 @@ rule aggregate_paper_metrics:
                        category="Paper", subcategory="Tables"),
         summary=report(f"{PAPER_DIR}/metrics_summary.csv", caption="../workflow/report/metrics_summary.rst",
                        category="Paper", subcategory="Tables"),
+        comparisons=f"{PAPER_DIR}/comparisons.csv",
     params:
         entries=lambda w: table_entries(experiments=PAPER_EXPERIMENTS),
         judges=lambda w: judge_files(experiments=PAPER_EXPERIMENTS),
+        comparisons=lambda w: comparison_specs(experiments=PAPER_EXPERIMENTS, by_name=True, panels=PAPER_PANELS),
         instances=paper_instances(),
     log:
         f"logs/paper{LOG_SUFFIX}/aggregate_paper_metrics.log",
@@ -30,6 +34,7 @@ rule aggregate_paper_metrics:
 rule write_paper_tables:
     input:
         by_seed=f"{PAPER_DIR}/metrics_by_seed.csv",
+        comparisons=f"{PAPER_DIR}/comparisons.csv",
         stops=stop_files(PAPER_EXPERIMENTS),
     output:
         csv=report(f"{PAPER_DIR}/main_table.csv", caption="../workflow/report/main_table.rst",
@@ -40,6 +45,7 @@ rule write_paper_tables:
         instances=paper_instances(),
         main=PAPER_MAIN,
         model_round=PAPER["model_round"],
+        judge=JUDGE_IN_TABLE,
     log:
         f"logs/paper{LOG_SUFFIX}/write_paper_tables.log",
     threads: 1
@@ -55,6 +61,7 @@ rule write_paper_tables:
 rule plot_paper_figures:
     input:
         by_seed=f"{PAPER_DIR}/metrics_by_seed.csv",
+        comparisons=f"{PAPER_DIR}/comparisons.csv",
         stops=stop_files(PAPER_EXPERIMENTS),
     output:
         benchmarks_png=report(f"{PAPER_DIR}/benchmarks.png", caption="../workflow/report/benchmarks.rst",

@@ -26,7 +26,7 @@ def _eval(tmp: Path, name: str, tasks: dict) -> Path:
 @pytest.fixture
 def evals(tmp_path) -> list[dict]:
     def hhh(acc, norm):
-        return {"soft_hhh": {"acc_norm": (norm, 0.03), "acc": (acc, 0.031)},
+        return {"soft_hhh_ab": {"acc_norm": (norm, 0.03), "acc": (acc, 0.031)},
                 "soft_truthfulqa_mc1": {"acc": (acc / 2, 0.02)}}
 
     base = _eval(tmp_path, "base", hhh(0.50, 0.52))
@@ -62,7 +62,7 @@ def test_metrics_table_columns_and_order(evals):
     assert len(df) == 6 * 3
     keys = list(zip(df.experiment, df["round"], df.task, df.metric))
     assert keys == sorted(keys)
-    assert keys[:3] == [("single_round", 0, "soft_hhh", "acc"), ("single_round", 0, "soft_hhh", "acc_norm"),
+    assert keys[:3] == [("single_round", 0, "soft_hhh_ab", "acc"), ("single_round", 0, "soft_hhh_ab", "acc_norm"),
                         ("single_round", 0, "soft_truthfulqa_mc1", "acc")]
     assert list(df.index) == list(range(18))
     row = df[(df.experiment == "soft") & (df["round"] == 3) & (df.metric == "acc_norm")].iloc[0]
@@ -83,8 +83,8 @@ def test_write_table(evals, tmp_path):
     assert csv.read_text().splitlines()[0] == ",".join(df.columns)
 
     lines = md.read_text(encoding="utf-8").splitlines()
-    assert lines[0] == ("| experiment | round | n_train_prompts | HHH overall, acc_norm | HHH overall, acc "
-                        "| TruthfulQA MC1, acc |")
+    # one fixed metric per benchmark (soft.stats.HEADLINE_METRICS): acc_norm is in the CSV only
+    assert lines[0] == "| experiment | round | n_train_prompts | HHH | TruthfulQA MC1 |"
     assert lines[1].startswith("|---|---|---|")
     body = lines[2:]
     assert len(body) == 6  # one row per (experiment, round)
@@ -92,21 +92,21 @@ def test_write_table(evals, tmp_path):
         ("single_round", "0", "0"), ("single_round", "1", "48"),
         ("soft", "0", "0"), ("soft", "1", "16"), ("soft", "2", "32"), ("soft", "3", "48"),
     ]
-    assert body[-1] == "| soft | 3 | 48 | 0.640 ± 0.030 | 0.620 ± 0.031 | 0.310 ± 0.020 |"
+    assert body[-1] == "| soft | 3 | 48 | 0.620 | 0.310 |"
     assert [p.name for p in sorted(csv.parent.iterdir())] == ["metrics.csv", "metrics.md"]  # no temp files
 
 
 def test_write_table_missing_metric_shows_dash(tmp_path):
     """A headline metric missing for one row is a dash; one missing everywhere (here MC2,
     and HHH acc_norm) gets no column."""
-    ev = _eval(tmp_path, "only_hhh", {"soft_hhh": {"acc": (0.5, 0.1)}})
-    both = _eval(tmp_path, "both", {"soft_hhh": {"acc": (0.6, 0.1)}, "soft_truthfulqa_mc1": {"acc": (0.2, 0.05)}})
+    ev = _eval(tmp_path, "only_hhh", {"soft_hhh_ab": {"acc": (0.5, 0.1)}})
+    both = _eval(tmp_path, "both", {"soft_hhh_ab": {"acc": (0.6, 0.1)}, "soft_truthfulqa_mc1": {"acc": (0.2, 0.05)}})
     df = metrics_table([entry("x", 0, 0, ev), entry("x", 1, 8, both)])
     write_table(df, tmp_path / "m.csv", tmp_path / "m.md")
     lines = (tmp_path / "m.md").read_text(encoding="utf-8").splitlines()
-    assert lines[0] == "| experiment | round | n_train_prompts | HHH overall, acc | TruthfulQA MC1, acc |"
-    assert lines[2] == "| x | 0 | 0 | 0.500 ± 0.100 | – |"
-    assert lines[3] == "| x | 1 | 8 | 0.600 ± 0.100 | 0.200 ± 0.050 |"
+    assert lines[0] == "| experiment | round | n_train_prompts | HHH | TruthfulQA MC1 |"
+    assert lines[2] == "| x | 0 | 0 | 0.500 | – |"
+    assert lines[3] == "| x | 1 | 8 | 0.600 | 0.200 |"
 
 
 def test_plot_writes_png_and_pdf_reproducibly(evals, tmp_path):
@@ -134,7 +134,7 @@ def _json(tmp: Path, name: str, obj) -> Path:
 def chains(tmp_path) -> tuple[list[dict], list[Path], dict]:
     """A 3-round chain that ran to the end and one that stopped after round 1, with
     validation, probe diagnostics, filter stats and judge results."""
-    ev = _eval(tmp_path, "ev", {"soft_hhh": {"acc": (0.5, 0.1)}})
+    ev = _eval(tmp_path, "ev", {"soft_hhh_ab": {"acc": (0.5, 0.1)}})
     entries = []
     for exp, rounds, margins in (("soft", 3, [0.2, 0.3, 0.35, 0.4]), ("fixed", 1, [0.2, 0.1])):
         for k in range(rounds + 1):
@@ -173,9 +173,10 @@ def test_table_of_chains_of_different_lengths(chains, tmp_path):
     assert set(judged.metric) == {"win_rate", "tie_rate", "loss_rate"} and 0 not in set(judged["round"])
     write_table(df, tmp_path / "m.csv", tmp_path / "m.md")
     lines = (tmp_path / "m.md").read_text(encoding="utf-8").splitlines()
-    assert lines[0] == ("| experiment | round | n_train_prompts | HHH overall, acc | validation margin | "
-                        "validation acc | judged win rate vs round 0 | answer entropy |")
-    assert lines[2] == "| fixed | 0 | 0 | 0.500 ± 0.100 | 0.200 | 0.500 | – | 2.000 |"
+    # no judge preference in these judge files: no judge column
+    assert lines[0] == ("| experiment | round | n_train_prompts | HHH | validation margin | "
+                        "validation acc | answer entropy |")
+    assert lines[2] == "| fixed | 0 | 0 | 0.500 | 0.200 | 0.500 | 2.000 |"
     assert len(lines) == 2 + 2 + 4
 
 

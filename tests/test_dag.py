@@ -26,7 +26,7 @@ BASE_NAME = "tiny-llama"
 BASE = f"resources/models/{BASE_NAME}"
 BENCH = "resources/benchmarks"
 BASE_EVAL = "results/base_model/eval/round0.json"
-FINAL = ["results/tables/metrics.csv", "results/tables/metrics.md",
+FINAL = ["results/tables/metrics.csv", "results/tables/metrics.md", "results/tables/comparisons.csv",
          "results/figures/metric_vs_round.png", "results/figures/metric_vs_round.pdf",
          "results/figures/collapse.png", "results/figures/collapse.pdf"]
 TRACEBACK = "Traceback (most recent call last)"
@@ -217,14 +217,16 @@ def check_shared(plan: Plan, experiments: dict[str, int]) -> None:
     assert plan.one("fetch_benchmarks")["output"] == [BENCH]
 
     agg = plan.one("aggregate_metrics")
-    # per (experiment, round): its evaluation, then (rounds >= 1) its filter stats
+    # per (experiment, round): its evaluation, then (rounds >= 1) its filter stats and
+    # its model (whose card records the optimiser steps)
     inputs = [p for exp, t in experiments.items() for k in range(t + 1)
               for p in ([BASE_EVAL] if k == 0 else [f"results/{exp}/eval/round{k}.json",
-                                                    f"results/{exp}/data/round{k}_filter.json"])]
+                                                    f"results/{exp}/data/round{k}_filter.json",
+                                                    f"results/{exp}/models/round{k}"])]
     assert agg["input"] == inputs
-    assert agg["output"] == FINAL[:2]
+    assert agg["output"] == FINAL[:3]
     stops = [f"results/{exp}/stop.json" for exp in experiments]
-    assert plan.one("plot_metrics")["input"] == [FINAL[0]] + stops
+    assert plan.one("plot_metrics")["input"] == [FINAL[0], FINAL[2]] + stops
     assert plan.one("all")["input"] == FINAL + stops
 
     # Closed and unambiguous: every workflow file a job reads is written by exactly one job.

@@ -105,7 +105,8 @@ def test_ablation_configs_build_their_own_grid_and_tables(tmp_path, name, experi
     jobs = jobs_by_rule(proc)
     assert {j["wildcards"]["exp"] for j in jobs["train_model"]} == experiments
     assert [j["output"] for j in jobs["aggregate_metrics"]] == [
-        [f"results/tables/{name}/metrics.csv", f"results/tables/{name}/metrics.md"]]
+        [f"results/tables/{name}/metrics.csv", f"results/tables/{name}/metrics.md",
+         f"results/tables/{name}/comparisons.csv"]]
     assert jobs["plot_metrics"][0]["output"] == [f"results/figures/{name}/{fig}" for fig in (
         "metric_vs_round.png", "metric_vs_round.pdf", "collapse.png", "collapse.pdf")]
 
@@ -133,7 +134,8 @@ def test_early_stop_plans_the_chain_only_up_to_the_first_open_validation(tmp_pat
     assert planned("generate_responses", "single_round") == [1]
     # the jobs whose inputs depend on the decisions wait, marked to-be-determined
     waiting = {tuple(j["output"]) for j in jobs if j["input"] == ["<TBD>"]}
-    assert waiting == {("results/soft/stop.json",), ("results/tables/metrics.csv", "results/tables/metrics.md")}
+    assert waiting == {("results/soft/stop.json",), ("results/tables/metrics.csv", "results/tables/metrics.md",
+                                                     "results/tables/comparisons.csv")}
     assert planned("decide_next_round", "soft") == [1]
 
 

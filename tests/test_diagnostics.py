@@ -51,12 +51,29 @@ def test_shipped_validation_and_probe_sets():
     probes = read_prompts(REPO / "config/probe_prompts.jsonl")
     pool = {p["prompt"].strip().lower() for p in read_prompts(REPO / "config/prompts.jsonl")}
     held_out = {p["prompt"].strip().lower() for p in probes} | {v["prompt"].strip().lower() for v in val}
-    assert len(probes) == 12 and not held_out & pool
+    assert len(probes) >= 80 and not held_out & pool
     assert not {p["prompt"].strip().lower() for p in probes} & {v["prompt"].strip().lower() for v in val}
     assert len({p["category"] for p in probes}) >= 6
     # length alone must not separate the answers: neither side is the longer one almost always
     longer = sum(len(v["chosen"].split()) > len(v["rejected"].split()) for v in val)
     assert 8 <= longer <= 24
+
+
+def test_probe_prompts_repeat_no_exemplar_training_or_validation_prompt():
+    """The probes are held out: no near-copy (difflib ratio > 0.75) of an exemplar's user
+    turn, a training-pool prompt or a validation prompt (an earlier probe repeated the
+    lighthouse poem exemplar)."""
+    import difflib
+
+    from soft.principles import load_exemplars
+
+    probes = [p["prompt"].lower() for p in read_prompts(REPO / "config/probe_prompts.jsonl")]
+    others = [t["user"].lower() for ex in load_exemplars(REPO / "config/exemplars.jsonl") for t in ex["turns"]]
+    others += [p["prompt"].lower() for p in read_prompts(REPO / "config/prompts.jsonl")]
+    others += [v["prompt"].lower() for v in read_validation(REPO / "config/validation.jsonl")]
+    close = [(p, o) for p in probes for o in others if difflib.SequenceMatcher(None, p, o).ratio() > 0.75]
+    assert close == []
+    assert len(set(probes)) == len(probes)
 
 
 def test_bad_validation_file_names_file_and_line(tmp_path):

@@ -13,7 +13,8 @@ from tiny import make_tiny_model
 
 from soft.errors import SoftError
 from soft.judge import (EndpointJudge, LocalJudge, build_judge_prompt, judge_pairs, match_verdict, pair_outcome,
-                        parse_verdict, run_comparisons, summarize, verdict_token_ids)
+                        pair_preference, parse_verdict, preference_summary, run_comparisons, summarize,
+                        verdict_token_ids)
 
 PLANTED = "sk-test-PLANTED-9f8e7d"
 KEY_ENV = "SOFT_TEST_JUDGE_KEY"
@@ -58,6 +59,24 @@ def test_summarize():
         summarize(["win", "draw"], 0)
 
 
+def test_pair_preference_cancels_position_bias():
+    # the same distribution whichever answer comes first: no preference at all
+    assert pair_preference((0.8, 0.1, 0.1), (0.8, 0.1, 0.1)) == pytest.approx(0.5)
+    # the candidate (A first, B second) named with 0.7 and 0.6, ties counting half
+    assert pair_preference((0.7, 0.2, 0.1), (0.3, 0.6, 0.1)) == pytest.approx(0.5 * (0.75 + 0.65))
+    assert pair_preference((0.0, 1.0, 0.0), (1.0, 0.0, 0.0)) == 0.0
+
+
+def test_preference_summary_interval_and_p():
+    # every pair leans to the candidate: the interval lies above 0.5, Wilcoxon p = 2 / 2**8
+    prefs = [0.55, 0.6, 0.52, 0.58, 0.61, 0.57, 0.54, 0.59]
+    s = preference_summary(prefs)
+    assert s["preference"] == pytest.approx(sum(prefs) / 8)
+    assert 0.5 < s["preference_ci_low"] < s["preference"] < s["preference_ci_high"] < 0.62
+    assert s["preference_p"] == pytest.approx(2 / 2 ** 8, abs=1e-6)
+    assert preference_summary([])["preference"] is None
+
+
 class AlwaysA:
     """A judge with total position bias."""
     def verdicts(self, prompts):
@@ -66,8 +85,11 @@ class AlwaysA:
 
 def test_judge_pairs_cancels_position_bias_and_checks_lengths():
     out = judge_pairs(AlwaysA(), ["q1", "q2"], ["c1", "c2"], ["r1", "r2"])
-    assert out["summary"] == {"n": 2, "win_rate": 0.0, "tie_rate": 1.0, "loss_rate": 0.0, "unparsed": 0}
-    assert out["items"][1] == {"index": 1, "ab": "A", "ba": "A", "outcome": "tie"}
+    # total position bias: all ties, and a preference of exactly 0.5 with no spread
+    assert out["summary"] == {"n": 2, "win_rate": 0.0, "tie_rate": 1.0, "loss_rate": 0.0, "unparsed": 0,
+                              "preference": 0.5, "preference_ci_low": 0.5, "preference_ci_high": 0.5,
+                              "preference_p": 1.0}
+    assert out["items"][1] == {"index": 1, "ab": "A", "ba": "A", "outcome": "tie", "preference": 0.5}
     with pytest.raises(SoftError, match="2 questions, 1 candidate answers and 2 reference answers"):
         judge_pairs(AlwaysA(), ["q1", "q2"], ["c1"], ["r1", "r2"])
     short = SimpleNamespace(verdicts=lambda prompts: ["A"])
@@ -136,9 +158,15 @@ def test_endpoint_judge_rates_and_never_shows_the_key(endpoint, monkeypatch, cap
     ref = ["plain", "GOOD ref", "GOOD as well", "same", "plain"]
     result = judge_pairs(judge, questions, cand, ref)
     assert [i["outcome"] for i in result["items"]] == ["win", "loss", "tie", "tie", "tie"]
-    assert result["items"][0] == {"index": 0, "ab": "A", "ba": "B", "outcome": "win"}
-    assert result["items"][4] == {"index": 4, "ab": "tie", "ba": "tie", "outcome": "tie"}  # mumbled: ties
-    assert result["summary"] == {"n": 5, "win_rate": 0.2, "tie_rate": 0.6, "loss_rate": 0.2, "unparsed": 2}
+    assert result["items"][0] == {"index": 0, "ab": "A", "ba": "B", "outcome": "win", "preference": 1.0}
+    assert result["items"][4] == {"index": 4, "ab": "tie", "ba": "tie", "outcome": "tie",
+                                  "preference": 0.5}  # mumbled: ties
+    # a replying judge's preference is its verdicts one-hot: 1, 0, 0.5, 0.5, 0.5
+    assert [i["preference"] for i in result["items"]] == [1.0, 0.0, 0.5, 0.5, 0.5]
+    summary = dict(result["summary"])
+    assert summary.pop("preference") == 0.5 and summary.pop("preference_p") == 1.0
+    assert summary.pop("preference_ci_low") <= 0.5 <= summary.pop("preference_ci_high")
+    assert summary == {"n": 5, "win_rate": 0.2, "tie_rate": 0.6, "loss_rate": 0.2, "unparsed": 2}
     sent = [r["body"] for r in FakeEndpoint.requests]
     assert len(sent) == 10
     assert all(b["model"] == "judge-model" and b["temperature"] == 0 and b["max_tokens"] == 4
@@ -203,6 +231,11 @@ def test_local_judge_on_the_tiny_model(tiny_judge_dir, tmp_path):
     assert judge.verdicts(prompts) == first  # deterministic
     assert [judge.verdicts([p])[0] for p in prompts] == first  # batching and padding change no verdict
     assert judge.describe() == {"kind": "local", "model": "judge"}
+    probs = judge.probabilities(prompts)
+    assert all(sum(p) == pytest.approx(1.0, abs=1e-5) for p in probs)
+    assert [("A", "B", "tie")[max(range(3), key=p.__getitem__)] for p in probs] == first
+    alone = [x for p in prompts for x in judge.probabilities([p])[0]]
+    assert alone == pytest.approx([x for p in probs for x in p], abs=1e-5)  # batching changes nothing
 
     def answers(path, texts):
         path.write_text("".join(json.dumps({"id": f"p{i}", "prompt": f"question {i}?", "answer": t}) + "\n"

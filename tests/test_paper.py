@@ -14,8 +14,9 @@ from soft.paper import (MAIN_COLUMNS, PER_SEED_COLUMNS, main_table, plot_benchma
 
 EXPERIMENTS = ["soft", "soft_plus"]
 # per-task level at round 0; trained rounds add the experiment's offset plus 0.01 per round
-TASK_BASE = {"soft_hhh_harmless": 0.50, "soft_hhh_helpful": 0.55, "soft_hhh_honest": 0.45, "soft_hhh_other": 0.60,
-             "soft_hhh": 0.52, "soft_truthfulqa_mc1": 0.25, "soft_truthfulqa_mc2": 0.40}
+# (soft_hhh, the raw-continuation view, is in the per-seed table but not in the main table)
+TASK_BASE = {"soft_hhh_ab_harmless": 0.50, "soft_hhh_ab_helpful": 0.55, "soft_hhh_ab": 0.52, "soft_hhh": 0.48,
+             "soft_truthfulqa_mc1": 0.25, "soft_truthfulqa_mc2": 0.40}
 OFFSET = {"soft": 0.04, "soft_plus": 0.02}
 # soft seed 1 stops after round 1 (round 1 did not beat round 0): it has no round 2
 ROUNDS = {("soft", 0): 2, ("soft", 1): 1, ("soft_plus", 0): 2, ("soft_plus", 1): 2}
@@ -50,6 +51,8 @@ def make_df(mc2: bool = True, judge: bool = True, validation: bool = True, diagn
                                   ("mean_length", 40.0 + k), ("repetition_rate", 0.05 * k)]:
                     add(exp, seed, k, "diagnostics", metric, v)
             if k:
+                add(exp, seed, k, "training", "examples", 10 + k + seed)
+                add(exp, seed, k, "training", "optimizer_steps", 3 * k)
                 add(exp, seed, k, "filter", "kept_rate", 0.9 - 0.1 * k)
                 add(exp, seed, k, "filter", "drop_rate_refusal", 0.1 * k)
                 if judge:
@@ -57,6 +60,7 @@ def make_df(mc2: bool = True, judge: bool = True, validation: bool = True, diagn
                     add(exp, seed, k, "judge_vs_round0", "win_rate", win)
                     add(exp, seed, k, "judge_vs_round0", "tie_rate", 0.1)
                     add(exp, seed, k, "judge_vs_round0", "loss_rate", 0.9 - win)
+                    add(exp, seed, k, "judge_vs_round0", "preference", 0.5 + 0.01 * k)
     return pd.DataFrame(rows, columns=PER_SEED_COLUMNS)
 
 
@@ -100,8 +104,8 @@ def test_summarize_seeds_numbers(df):
                                "n_train_prompts"]
     keys = list(zip(s.experiment, s["round"], s.task, s.metric))
     assert keys == sorted(keys) and len(keys) == len(set(keys))
-    row = s[(s.experiment == "soft_plus") & (s["round"] == 2) & (s.task == "soft_hhh") & (s.metric == "acc")].iloc[0]
-    vals = [value("soft_hhh", "soft_plus", seed, 2) for seed in (0, 1)]
+    row = s[(s.experiment == "soft_plus") & (s["round"] == 2) & (s.task == "soft_hhh_ab") & (s.metric == "acc")].iloc[0]
+    vals = [value("soft_hhh_ab", "soft_plus", seed, 2) for seed in (0, 1)]
     assert row["mean"] == pytest.approx(sum(vals) / 2, abs=1e-12)
     assert row["std"] == pytest.approx(sample_std(vals), abs=1e-12)
     assert row["std"] == pytest.approx(0.02 / math.sqrt(2), abs=1e-12)
@@ -109,9 +113,9 @@ def test_summarize_seeds_numbers(df):
     assert row.stderr == pytest.approx(0.035)  # mean of 0.03 and 0.04
     assert row.n_train_prompts == 32
     # soft round 2: only seed 0 ran it -> std NaN
-    one = s[(s.experiment == "soft") & (s["round"] == 2) & (s.task == "soft_hhh") & (s.metric == "acc")].iloc[0]
+    one = s[(s.experiment == "soft") & (s["round"] == 2) & (s.task == "soft_hhh_ab") & (s.metric == "acc")].iloc[0]
     assert one.n_seeds == 1 and math.isnan(one["std"])
-    assert one["mean"] == pytest.approx(value("soft_hhh", "soft", 0, 2))
+    assert one["mean"] == pytest.approx(value("soft_hhh_ab", "soft", 0, 2))
     # no lm-eval stderr for the signals
     val = s[(s.task == "validation") & (s.metric == "margin")]
     assert val.stderr.isna().all()
@@ -129,7 +133,7 @@ def test_summarize_seeds_none_stderr(df):
     obj.loc[obj.task == "validation", "stderr"] = None
     s = summarize_seeds(obj)
     assert s[s.task == "validation"].stderr.isna().all()
-    assert s[s.task == "soft_hhh"].stderr.notna().all()
+    assert s[s.task == "soft_hhh_ab"].stderr.notna().all()
 
 
 def test_summarize_seeds_bad_columns(df):
@@ -164,111 +168,144 @@ def test_read_stops(stops, tmp_path):
 
 # ------------------------------------------------------------------ main table
 
+def comparisons_df():
+    """Paired changes from round 0 as soft.comparisons writes them (pooled, then seeds)."""
+    rows = []
+
+    def add(exp, rounds, test, diff, low, high, p, n):
+        rows.append({"experiment": exp, "round": rounds, "reference": exp, "reference_round": "0",
+                     "task": "soft_hhh_ab", "metric": "acc", "n": n, "diff": diff, "ci_low": low, "ci_high": high,
+                     "p_value": p, "test": test, "kind": "round0", "n_seeds": 2})
+
+    add("soft", "1-2", "mcnemar_exact", 0.05, 0.01, 0.09, 0.02, 400)
+    add("soft", "1-2", "t_over_seeds", 0.05, -0.3, 0.4, 0.5, 2)
+    add("soft_plus", "2", "mcnemar_exact", 0.04, -0.01, 0.09, 0.11, 400)
+    add("soft_plus", "2", "t_over_seeds", 0.04, -0.05, 0.13, 0.2, 2)
+    return pd.DataFrame(rows)
+
+
 def cell(table, model, label):
     row = table[table.model == model].iloc[0]
     return row[label], row[f"{label} std"]
 
 
-def test_main_table_values(df, stops):
-    table, notes = main_table(df, selected_rounds(stops), EXPERIMENTS)
-    labels = [l for _, _, l in MAIN_COLUMNS]
-    assert list(table.columns) == ["model", "rounds", "n_seeds"] + [c for l in labels for c in (l, f"{l} std")]
+def test_main_table_at_the_fixed_budget(df, stops):
+    table, notes = main_table(df, selected_rounds(stops, "last"), EXPERIMENTS, best=selected_rounds(stops),
+                              comparisons=comparisons_df(), stops=stops)
+    assert list(table.columns) == [
+        "model", "rounds", "prompts", "training examples", "optimiser steps", "n_seeds",
+        "HHH", "HHH std", "HHH vs base", "TruthfulQA MC1", "TruthfulQA MC1 std", "TruthfulQA MC1 vs base",
+        "TruthfulQA MC2", "TruthfulQA MC2 std", "TruthfulQA MC2 vs base",
+        "best round", "HHH at best", "TruthfulQA MC1 at best", "TruthfulQA MC2 at best"]
     assert list(table.model) == ["base model", "soft", "soft_plus"]
-    assert list(table.rounds) == ["0", "0-2", "2"]
-    assert list(table.n_seeds) == [2, 2, 2]
-    assert notes == ["soft: judged win rate from 1 of 2 seeds"]
-    mean, std = cell(table, "base model", "HHH overall")
-    assert mean == pytest.approx(0.53) and std == pytest.approx(0.02 / math.sqrt(2))
-    # soft: seed 0 at round 2, seed 1 at its best round 0
-    vals = [value("soft_hhh_honest", "soft", 0, 2), value("soft_hhh_honest", "soft", 1, 0)]
-    mean, std = cell(table, "soft", "HHH honest")
-    assert mean == pytest.approx(sum(vals) / 2) and std == pytest.approx(sample_std(vals))
-    # the base model's judged win rate is empty; soft seed 1 at round 0 has no judge rows
-    mean, std = cell(table, "base model", "judged win rate")
-    assert math.isnan(mean) and math.isnan(std)
-    mean, std = cell(table, "soft", "judged win rate")
-    assert mean == pytest.approx(0.7) and math.isnan(std)
-    mean, std = cell(table, "soft_plus", "judged win rate")
-    assert mean == pytest.approx(0.725) and std == pytest.approx(sample_std([0.7, 0.75]))
-
-
-def test_main_table_last_round(df, stops):
-    table, _ = main_table(df, selected_rounds(stops, "last"), EXPERIMENTS)
+    # each chain at its last round; soft seed 1 stopped after round 1
     assert list(table.rounds) == ["0", "1-2", "2"]
-    vals = [value("soft_hhh", "soft", 0, 2), value("soft_hhh", "soft", 1, 1)]
-    assert cell(table, "soft", "HHH overall")[0] == pytest.approx(sum(vals) / 2)
+    assert list(table.prompts) == ["0", "16-32", "32"]
+    assert notes == ["soft seed 1: stopped early after round 1 of 2; reported at its last trained round, "
+                     "16 prompts consumed, not the full budget"]
+    vals = [value("soft_hhh_ab", "soft", 0, 2), value("soft_hhh_ab", "soft", 1, 1)]
+    mean, std = cell(table, "soft", "HHH")
+    assert mean == pytest.approx(sum(vals) / 2) and std == pytest.approx(sample_std(vals))
+    # training examples: mean over seeds of 10 + k + seed; steps 3k
+    soft = table[table.model == "soft"].iloc[0]
+    assert soft["training examples"] == pytest.approx((12 + 12) / 2) and soft["optimiser steps"] == pytest.approx(4.5)
+    assert math.isnan(table.iloc[0]["training examples"])  # the base model trained on nothing here
+    # the paired change from the base model, pooled and over seeds
+    assert soft["HHH vs base"] == "+0.050 [+0.010, +0.090], p=0.02; seeds [-0.300, +0.400]"
+    assert table.iloc[0]["HHH vs base"] == "–" and soft["TruthfulQA MC1 vs base"] == "–"
+    # the best-validated round: soft seed 0 at round 2 (32 prompts), seed 1 at round 0
+    assert soft["best round"] == "0-2 (0-32 prompts)"
+    best = [value("soft_hhh_ab", "soft", 0, 2), value("soft_hhh_ab", "soft", 1, 0)]
+    assert soft["HHH at best"] == pytest.approx(sum(best) / 2)
+    assert table[table.model == "soft_plus"].iloc[0]["best round"] == "2 (32 prompts)"  # no early stop: the last
+
+
+def test_main_table_judge_column_only_when_asked(df, stops):
+    table, _ = main_table(df, selected_rounds(stops, "last"), EXPERIMENTS)
+    assert "judge preference vs base" not in table.columns and "best round" not in table.columns
+    table, _ = main_table(df, selected_rounds(stops, "last"), EXPERIMENTS, judge=True)
+    mean, _ = cell(table, "soft_plus", "judge preference vs base")
+    assert mean == pytest.approx(0.52)
+    assert math.isnan(cell(table, "base model", "judge preference vs base")[0])
 
 
 def test_main_table_drops_absent_columns(stops):
-    table, notes = main_table(make_df(mc2=False, judge=False), selected_rounds(stops), EXPERIMENTS)
-    assert "TruthfulQA MC2" not in table.columns and "judged win rate std" not in table.columns
-    assert "HHH overall" in table.columns
+    table, notes = main_table(make_df(mc2=False, judge=False), selected_rounds(stops, "last"), EXPERIMENTS,
+                              judge=True)
+    assert "TruthfulQA MC2" not in table.columns and "judge preference vs base std" not in table.columns
+    assert "HHH" in table.columns
     assert notes == ["TruthfulQA MC2: not evaluated (add soft_truthfulqa_mc2 to evaluation.tasks)",
-                     "judged win rate: no judge (evaluation.judge.kind: none)"]
+                     "judge preference vs base: no judge preference (evaluation.judge.kind: none, or a local "
+                     "judge: left out, README)"]
 
 
 def test_main_table_missing_experiment_and_empty(df, stops):
-    table, notes = main_table(df, selected_rounds(stops), ["soft", "ghost"])
+    table, notes = main_table(df, selected_rounds(stops, "last"), ["soft", "ghost"])
     assert list(table.model) == ["base model", "soft"]
     assert any(n.startswith("ghost:") for n in notes)
     empty = df.iloc[0:0]
     table, notes = main_table(empty, {}, EXPERIMENTS)
-    assert len(table) == 0 and list(table.columns) == ["model", "rounds", "n_seeds"]
+    assert len(table) == 0 and list(table.columns)[:6] == ["model", "rounds", "prompts", "training examples",
+                                                          "optimiser steps", "n_seeds"]
     assert len(notes) >= len(MAIN_COLUMNS)
 
 
-def write_all(tmp_path, table, notes, name="main"):
+def write_all(tmp_path, table, notes, name="main", **kw):
     paths = [tmp_path / f"{name}.csv", tmp_path / f"{name}.md", tmp_path / f"{name}.tex"]
-    write_main_table(table, notes, *paths, caption="Main results: SOFT_v2 & 100% of {budget}")
+    write_main_table(table, notes, *paths, caption="Main results: SOFT_v2 & 100% of {budget}", **kw)
     return paths
 
 
 def test_write_main_table_markdown_and_csv(df, stops, tmp_path):
-    table, notes = main_table(make_df(mc2=False), selected_rounds(stops), EXPERIMENTS)
+    table, notes = main_table(make_df(mc2=False), selected_rounds(stops, "last"), EXPERIMENTS,
+                              best=selected_rounds(stops), comparisons=comparisons_df(), stops=stops)
     table.loc[table.model == "soft_plus", "n_seeds"] = 1  # as if one seed
-    table.loc[table.model == "soft_plus", "HHH overall std"] = float("nan")
-    csv, md, tex = write_all(tmp_path, table, notes)
+    table.loc[table.model == "soft_plus", "HHH std"] = float("nan")
+    csv, md, tex = write_all(tmp_path, table, notes, appendix=["", "appendix line"])
     lines = md.read_text(encoding="utf-8").splitlines()
     assert lines[0] == "Main results: SOFT_v2 & 100% of {budget}"
-    assert lines[2].startswith("| model | rounds | seeds | HHH harmless |")
+    assert lines[2] == ("| model | round | prompts | examples | steps | seeds | HHH | HHH: change from base "
+                        "[95% CI], p | TruthfulQA MC1 | TruthfulQA MC1: change from base [95% CI], p | best round "
+                        "| HHH at best | TruthfulQA MC1 at best |")
     base = next(l for l in lines if l.startswith("| base model |"))
-    assert "| 0 | 2 | 0.510 ± 0.014 |" in base
-    assert base.rstrip().endswith("| – |")  # judged win rate of the base model
+    assert base.startswith("| base model | 0 | 0 | – | – | 2 | 0.530 ± 0.014 | – |")
     plus = next(l for l in lines if l.startswith("| soft_plus |"))
-    assert f"| {value('soft_hhh', 'soft_plus', 0, 2) + 0.01:.3f} |" in plus  # one seed: no ±
-    assert lines[-1] == "- TruthfulQA MC2: not evaluated (add soft_truthfulqa_mc2 to evaluation.tasks)"
+    assert f"| 32 | 12.5 | 6 | 1 | {value('soft_hhh_ab', 'soft_plus', 0, 2) + 0.01:.3f} | +0.040 [-0.010, +0.090], " \
+           f"p=0.11; seeds [-0.050, +0.130] |" in plus  # one seed: no ±
+    assert lines[-3:] == ["- TruthfulQA MC2: not evaluated (add soft_truthfulqa_mc2 to evaluation.tasks)", "",
+                          "appendix line"]
     back = pd.read_csv(csv)
     assert list(back.columns) == list(table.columns)
-    assert back["HHH overall"].tolist() == pytest.approx(table["HHH overall"].tolist(), abs=1e-6)
-    assert "0.530000" in csv.read_text(encoding="utf-8")
+    assert back["HHH"].tolist() == pytest.approx(table["HHH"].tolist(), abs=1e-6)
 
 
 def test_write_main_table_latex(df, stops, tmp_path):
-    table, notes = main_table(make_df(judge=False), selected_rounds(stops), EXPERIMENTS)
+    table, notes = main_table(make_df(), selected_rounds(stops, "last"), EXPERIMENTS, comparisons=comparisons_df())
     csv, md, tex = write_all(tmp_path, table, notes)
     text = tex.read_text(encoding="utf-8")
     lines = text.splitlines()
-    n_labels = len(MAIN_COLUMNS) - 1
-    assert r"\begin{tabular}{l" + "r" * (2 + n_labels) + "}" in lines
+    n_cols = 5 + 2 * len(MAIN_COLUMNS)  # value ± std and the change from base per benchmark
+    assert r"\begin{tabular}{l" + "r" * n_cols + "}" in lines
     assert lines.index(r"\toprule") < lines.index(r"\midrule") < lines.index(r"\bottomrule")
     assert r"\caption{Main results: SOFT\_v2 \& 100\% of \{budget\}}" in lines
     assert r"\label{tab:main}" in lines
     assert lines[-1] == r"\end{table*}"
-    assert r"soft\_plus & 2 & 2 & $" in text
-    assert r"$0.510 \pm 0.014$" in text
+    assert r"soft\_plus & 2 & 32 & 12.5 & 6 & 2 & $" in text
+    assert r"$0.530 \pm 0.014$" in text
     assert "soft_plus" not in text.replace("% note", "")  # every underscore escaped
     assert "±" not in text and "–" not in text
-    assert "% note: judged win rate: no judge (evaluation.judge.kind: none)" in lines
     body = [l for l in lines if l.endswith(r"\\")]
-    assert all(l.count("&") == 2 + n_labels for l in body)
-    assert tex_escape("a_b & c%$#{}~^\\") == (r"a\_b \& c\%\$\#\{\}\textasciitilde{}\textasciicircum{}"
-                                              r"\textbackslash{}")
+    assert all(l.count("&") == n_cols for l in body)
+    assert tex_escape("a_b & c%$#{}~^\\<") == (r"a\_b \& c\%\$\#\{\}\textasciitilde{}\textasciicircum{}"
+                                               r"\textbackslash{}$<$")
 
 
 def test_write_main_table_deterministic(df, stops, tmp_path):
-    table, notes = main_table(df, selected_rounds(stops), EXPERIMENTS)
+    table, notes = main_table(df, selected_rounds(stops, "last"), EXPERIMENTS, best=selected_rounds(stops),
+                              comparisons=comparisons_df(), stops=stops)
     first = [p.read_bytes() for p in write_all(tmp_path / "a", table, notes)]
-    table2, notes2 = main_table(df.sample(frac=1.0, random_state=1), selected_rounds(stops), EXPERIMENTS)
+    table2, notes2 = main_table(df.sample(frac=1.0, random_state=1), selected_rounds(stops, "last"), EXPERIMENTS,
+                                best=selected_rounds(stops), comparisons=comparisons_df(), stops=stops)
     second = [p.read_bytes() for p in write_all(tmp_path / "b", table2, notes2)]
     assert first == second
     assert not any(str(tmp_path).encode() in b for b in first)
@@ -310,7 +347,7 @@ def test_plot_rounds_missing_data(df, tmp_path):
     png, pdf = tmp_path / "r.png", tmp_path / "r.pdf"
     notes = plot_rounds(one, ["soft_plus", "ghost"], png, pdf, "ICL diversity")
     assert "ghost: no rows, left out" in notes
-    assert any(n.startswith("TruthfulQA MC2") for n in notes) and any(n.startswith("Win rate vs base") for n in notes)
+    assert any(n.startswith("TruthfulQA MC2") for n in notes)
     assert_figure(png, pdf)
     notes = plot_rounds(summarize_seeds(df), ["ghost"], png, pdf, "Nothing")
     assert "ghost: no rows, left out" in notes
@@ -327,3 +364,21 @@ def test_plot_collapse_panel(df, stops, tmp_path):
     notes = plot_collapse_panel(df.iloc[0:0], {}, EXPERIMENTS, png, pdf)
     assert "soft: no rows, left out" in notes
     assert_figure(png, pdf)
+
+
+def test_error_bars_are_the_ci_of_the_change_from_round0():
+    from soft.paper import _error_bar_note, change_error
+
+    comp = comparisons_df()
+    # several seeds: the t interval over seeds (0.04 - (-0.05), 0.13 - 0.04)
+    below, above, source = change_error(comp, "soft_plus", "2", "soft_hhh_ab", "acc")
+    assert (below, above, source) == (pytest.approx(0.09), pytest.approx(0.09), "seeds")
+    # no interval over seeds (one seed): the paired bootstrap over documents
+    comp.loc[comp.test == "t_over_seeds", ["ci_low", "ci_high"]] = float("nan")
+    below, above, source = change_error(comp, "soft", "1-2", "soft_hhh_ab", "acc")
+    assert (below, above, source) == (pytest.approx(0.04), pytest.approx(0.04), "documents")
+    assert change_error(comp, "soft", "1", "soft_hhh_ab", "acc") == (0.0, 0.0, None)
+    assert change_error(None, "soft", "1", "soft_hhh_ab", "acc") == (0.0, 0.0, None)
+    assert _error_bar_note({"documents", None}) == \
+        "error bars: 95% CI of the change from round 0 (paired bootstrap over documents)"
+    assert _error_bar_note({None}) == "no error bars (no paired comparisons)"

@@ -3,8 +3,10 @@
 One row per (experiment, round, task, metric). Besides lm-eval's tasks the table holds
 `validation` (early stop's metric), `diagnostics` (probe answers: entropy, distinct-1/2,
 length, repetition), `filter` (the share of round k's generations kept and dropped per
-reason) and `judge_vs_<reference>` (win / tie / loss rates). Chains may differ in length
-(early stop): each contributes the rounds it ran."""
+reason), `training` (the examples the round's model trained on and its optimiser steps)
+and `judge_vs_<reference>` (the judge's preference). Chains may differ in length (early
+stop): each contributes the rounds it ran. Which benchmark number is reported comes from
+soft.stats.HEADLINE_METRICS, the one table of headline metrics."""
 
 from __future__ import annotations
 
@@ -12,21 +14,21 @@ from pathlib import Path
 
 from soft.errors import SoftError
 from soft.io import atomic_path, read_json
+from soft.stats import HEADLINE_METRICS, TEST_WILCOXON, format_diff
 
 COLUMNS = ["experiment", "round", "task", "metric", "value", "stderr", "n_train_prompts"]
 
-# Panels of the headline figure: (task, metric, label). Absent pairs are skipped.
-HEADLINE = [
-    ("soft_hhh", "acc_norm", "HHH overall, acc_norm"),
-    ("soft_hhh", "acc", "HHH overall, acc"),
-    ("soft_truthfulqa_mc1", "acc", "TruthfulQA MC1, acc"),
-    ("soft_truthfulqa_mc2", "acc", "TruthfulQA MC2"),
-]
+# Panels of the headline figure and columns of the Markdown table: (task, metric, label),
+# from the one headline table. Absent pairs are skipped.
+HEADLINE = [(h.task, h.metric, h.label) for h in HEADLINE_METRICS]
+TRAINING_TASK = "training"
 # Extra columns of the Markdown table (not plotted in the headline figure).
 SIGNALS = [
+    (TRAINING_TASK, "examples", "training examples"),
+    (TRAINING_TASK, "optimizer_steps", "optimiser steps"),
     ("validation", "margin", "validation margin"),
     ("validation", "acc", "validation acc"),
-    ("judge_vs_round0", "win_rate", "judged win rate vs round 0"),
+    ("judge_vs_round0", "preference", "judge preference vs round 0"),
     ("diagnostics", "entropy", "answer entropy"),
 ]
 # Panels of the collapse figure: (task, metric, label).
@@ -72,17 +74,64 @@ def signal_rows(entry: dict) -> list[dict]:
         rows.append(_row(entry, "filter", "kept_rate", round(stats["kept"] / total, 6)))
         for reason, n in sorted(stats["dropped"].items()):
             rows.append(_row(entry, "filter", f"drop_rate_{reason}", round(n / total, 6)))
+    rows += training_rows(entry)
     return rows
 
 
+def training_rows(entry: dict) -> list[dict]:
+    """How much the round's model was trained: the examples it trained on (the filter's
+    kept count of every round it trained on: one round, or 1..k with train.data:
+    cumulative) and the optimiser steps its model card records. Unequal data between two
+    chains at the same prompt budget shows here."""
+    from soft.train import MODEL_CARD
+
+    rows = []
+    if entry.get("train_filters"):
+        kept = sum(int(read_json(p)["kept"]) for p in entry["train_filters"])
+        rows.append(_row(entry, TRAINING_TASK, "examples", kept))
+    if entry.get("model"):
+        card_path = Path(entry["model"]) / MODEL_CARD
+        steps = (read_json(card_path).get("train_metrics") or {}).get("steps")
+        if not isinstance(steps, int) or isinstance(steps, bool):
+            raise SoftError(f"{card_path}: no train_metrics.steps (optimiser steps) recorded")
+        rows.append(_row(entry, TRAINING_TASK, "optimizer_steps", steps))
+    return rows
+
+
+JUDGE_RATES = ("win_rate", "tie_rate", "loss_rate")
+JUDGE_PREFERENCE = ("preference", "preference_ci_low", "preference_ci_high", "preference_p")
+
+
 def judge_rows(judge_json: dict, entries: list[dict]) -> list[dict]:
-    """judge_vs_<reference> rows: win / tie / loss rates per judged round."""
+    """judge_vs_<reference> rows per judged round: the win / tie / loss rates and, where
+    judge.json has it, the judge's mean preference for the round's answer (0.5 = none)
+    with its paired 95% interval and p-value (soft.judge.preference_summary)."""
     by_point = {(e["experiment"], e["round"]): e for e in entries}
     rows = []
     for comp in judge_json["comparisons"]:
         entry = by_point[(judge_json["experiment"], comp["round"])]
-        for metric in ("win_rate", "tie_rate", "loss_rate"):
-            rows.append(_row(entry, f"judge_vs_{comp['against']}", metric, comp["summary"][metric]))
+        summary = comp["summary"]
+        for metric in JUDGE_RATES + JUDGE_PREFERENCE:
+            if summary.get(metric) is not None:
+                rows.append(_row(entry, f"judge_vs_{comp['against']}", metric, summary[metric]))
+    return rows
+
+
+def judge_comparison_rows(judge_json: dict, instances: dict | None = None) -> list[dict]:
+    """The judge's preference as comparisons.csv rows: diff = preference - 0.5."""
+    exp = judge_json["experiment"]
+    name = instances[exp][0] if instances else exp
+    rows = []
+    for comp in judge_json["comparisons"]:
+        s = comp["summary"]
+        if s.get("preference") is None:
+            continue
+        against = comp["against"]
+        rows.append({"experiment": name, "round": str(comp["round"]), "reference": name if against == "round0" else against,
+                     "reference_round": "0" if against == "round0" else "last", "task": "judge", "metric": "preference",
+                     "n": s["n"], "diff": s["preference"] - 0.5, "ci_low": s["preference_ci_low"] - 0.5,
+                     "ci_high": s["preference_ci_high"] - 0.5, "p_value": s["preference_p"],
+                     "test": TEST_WILCOXON, "kind": "judge", "n_seeds": 1})
     return rows
 
 
@@ -118,35 +167,105 @@ def seed_table(df, instances: dict[str, list]):
                                          kind="stable").reset_index(drop=True)
 
 
-def write_table(df, csv_path: str | Path, md_path: str | Path) -> None:
+def write_table(df, csv_path: str | Path, md_path: str | Path, comparisons=None, judge: bool = True) -> None:
+    """The tidy CSV, and a Markdown view: one row per (experiment, round) with each
+    headline metric, its paired change from round 0 (diff [95% CI], p) when comparisons
+    are given, and the signals; then the fixed-budget comparisons between experiments.
+    judge False: the judge's preference stays in the CSVs but out of the Markdown (the
+    offline local judge gives no signal: README)."""
     import pandas as pd
 
     with atomic_path(csv_path) as tmp:
         df.to_csv(tmp, index=False, float_format="%.6f")
+    if not judge:
+        df = df[~df.task.str.startswith("judge_vs_")]
+        if comparisons is not None:
+            comparisons = comparisons[comparisons.task != "judge"]
     wanted = {(t, m) for t, m, _ in HEADLINE + SIGNALS}
     wide = df[[(t, m) in wanted for t, m in zip(df.task, df.metric)]]
     # A column per headline metric or signal that some row has (MC2 only when it was
     # evaluated, validation only with early stop, ...).
     present = {(t, m) for t, m in zip(wide.task, wide.metric)}
-    columns = [h for h in HEADLINE + SIGNALS if (h[0], h[1]) in present] or HEADLINE[:1]
-    lines = ["| experiment | round | n_train_prompts | " + " | ".join(l for _, _, l in columns) + " |",
-             "|---|---|---|" + "---|" * len(columns)]
+    heads = [h for h in HEADLINE if (h[0], h[1]) in present] or HEADLINE[:1]
+    signals = [h for h in SIGNALS if (h[0], h[1]) in present]
+    to_base = {}
+    if comparisons is not None and len(comparisons):
+        for _, c in comparisons[comparisons.reference_round.astype(str) == "0"].iterrows():
+            if c.test != "t_over_seeds":
+                to_base[(c.experiment, str(c["round"]), c.task, c.metric)] = c.to_dict()
+    header = ["experiment", "round", "n_train_prompts"]
+    for _, _, label in heads:
+        header += [label] + ([f"{label}: change from round 0 [95% CI], p"] if to_base else [])
+    header += [label for _, _, label in signals]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for (exp, k, n), grp in wide.groupby(["experiment", "round", "n_train_prompts"], sort=True):
         cells = []
-        for task, metric, _ in columns:
+
+        def value(task, metric):
             hit = grp[(grp.task == task) & (grp.metric == metric)]
-            if not len(hit):
-                cells.append("–")
-            elif pd.notna(hit.stderr.iloc[0]):
-                cells.append(f"{hit.value.iloc[0]:.3f} ± {hit.stderr.iloc[0]:.3f}")
-            else:
-                cells.append(f"{hit.value.iloc[0]:.3f}")
+            if not len(hit) or pd.isna(hit.value.iloc[0]):
+                return "–"
+            v = float(hit.value.iloc[0])
+            return f"{v:.0f}" if task == TRAINING_TASK else f"{v:.3f}"
+
+        for task, metric, _ in heads:
+            cells.append(value(task, metric))
+            if to_base:
+                row = to_base.get((exp, str(k), task, metric))
+                cells.append(format_diff(row) if row else "–")
+        cells += [value(task, metric) for task, metric, _ in signals]
         lines.append(f"| {exp} | {k} | {n} | " + " | ".join(cells) + " |")
+    if comparisons is not None and len(comparisons):
+        lines += comparison_lines(comparisons)
     with atomic_path(md_path) as tmp:
         tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def plot_metric_vs_round(df, png_path: str | Path, pdf_path: str | Path) -> None:
+def comparison_lines(comparisons) -> list[str]:
+    """Markdown: the comparisons between experiments (fixed budget) and of the judge."""
+    if comparisons is None or not len(comparisons):
+        return []
+    shown = {(h[0], h[1]) for h in HEADLINE} | {("judge", "preference")}
+    wanted = [(t, m) in shown for t, m in zip(comparisons.task, comparisons.metric)]
+    keep = comparisons[(comparisons.kind != "round0").to_numpy() & wanted]
+    if not len(keep):
+        return []
+    labels = {(t, m): l for t, m, l in HEADLINE} | {("judge", "preference"): "judge preference - 0.5"}
+    lines = ["", "Paired comparisons (candidate - reference; 95% CI; p from exact McNemar on 0/1 outcomes, "
+             "Wilcoxon on continuous ones; t over seeds where several):", "",
+             "| experiment | round | reference | reference round | metric | n | diff [95% CI], p | test |",
+             "|---|---|---|---|---|---|---|---|"]
+    for _, c in keep.iterrows():
+        lines.append(f"| {c.experiment} | {c['round']} | {c.reference} | {c.reference_round} | "
+                     f"{labels[(c.task, c.metric)]} | {int(c.n)} | {format_diff(c.to_dict())} | {c.test} |")
+    return lines
+
+
+def change_bars(comparisons, experiment: str, task: str, metric: str, rounds) -> list[tuple[float, float]]:
+    """(below, above) error bar lengths per round: the 95% paired CI of the change from
+    round 0 (pooled over documents, seeds pooled), drawn around the round's value; round
+    0 and rounds without a comparison get none."""
+    import math
+
+    bars = []
+    for k in rounds:
+        hit = None
+        if comparisons is not None and len(comparisons):
+            sel = comparisons[(comparisons.experiment == experiment) & (comparisons["round"].astype(str) == str(k)) &
+                              (comparisons.reference_round.astype(str) == "0") & (comparisons.task == task) &
+                              (comparisons.metric == metric) & (comparisons.test != "t_over_seeds")]
+            hit = sel.iloc[0] if len(sel) else None
+        if hit is None or any(math.isnan(float(hit[c])) for c in ("diff", "ci_low", "ci_high")):
+            bars.append((0.0, 0.0))
+        else:
+            bars.append((max(float(hit["diff"] - hit.ci_low), 0.0), max(float(hit.ci_high - hit["diff"]), 0.0)))
+    return bars
+
+
+def plot_metric_vs_round(df, png_path: str | Path, pdf_path: str | Path, comparisons=None) -> None:
+    """Headline metrics against cumulative training prompts; the error bars are the 95%
+    paired bootstrap CI of each round's change from round 0 (comparisons.csv): a round
+    whose bar crosses round 0's level is not distinguishable from the base model."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -159,8 +278,9 @@ def plot_metric_vs_round(df, png_path: str | Path, pdf_path: str | Path) -> None
         sub = df[(df.task == task) & (df.metric == metric)]
         for exp, grp in sub.groupby("experiment", sort=True):
             grp = grp.sort_values("round")
-            ax.errorbar(grp.n_train_prompts, grp.value, yerr=grp.stderr, marker="o", capsize=3,
-                        label=exp)
+            bars = change_bars(comparisons, exp, task, metric, list(grp["round"]))
+            ax.errorbar(grp.n_train_prompts, grp.value, yerr=[[b[0] for b in bars], [b[1] for b in bars]],
+                        marker="o", capsize=3, label=exp)
             for _, r in grp.iterrows():
                 ax.annotate(f"r{r['round']}", (r.n_train_prompts, r.value), textcoords="offset points",
                             xytext=(4, 4), fontsize=7)
@@ -169,7 +289,8 @@ def plot_metric_vs_round(df, png_path: str | Path, pdf_path: str | Path) -> None
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
-    fig.suptitle("SOFT vs single-round Self-Align (round 0 = base model)", fontsize=11)
+    fig.suptitle("SOFT vs single-round Self-Align (round 0 = base model)\n"
+                 "error bars: 95% paired bootstrap CI of the change from round 0", fontsize=10)
     save_figure(fig, png_path, pdf_path)
 
 

@@ -334,8 +334,12 @@ def included_experiments(config: dict, paper: dict, schema: dict | None = None) 
                                 f"{origin[name]}; give it another name")
             merged.setdefault(name, copy.deepcopy(override))
             origin.setdefault(name, path)
+        # the ablation's reference (each of its experiments is compared with it): the
+        # experiment its config judges against
+        reference = ((other.get("evaluation") or {}).get("judge") or {}).get("reference")
         panels.append({"name": other.get("run_name") or Path(path).stem, "file": path,
-                       "experiments": list(other["experiments"])})
+                       "experiments": list(other["experiments"]),
+                       "reference": reference if reference in other["experiments"] else None})
     names = [p["name"] for p in panels]
     if len(set(names)) != len(names):
         raise SoftError(f"config key 'paper.include': two configs share the run_name of {names}")

@@ -16,6 +16,16 @@ A judge is any object with `verdicts(prompts) -> list` of "A", "B" or "tie", one
 prompt. A reply that names none of them counts as a tie; a judge that can get such
 replies counts them in its `unparsed` attribute, and judge_pairs reports that count.
 
+Besides win / tie / loss, every pair gets a continuous preference: the judge's
+probability of naming the candidate (a tie counting half), averaged over both answer
+orders, so 0.5 means no preference and a pure position bias cancels exactly. A judge
+with `probabilities(prompts)` (LocalJudge: its next-token distribution over the three
+verdict tokens) gives graded values; one that only replies (EndpointJudge) gives 0, 0.25,
+0.5, 0.75 or 1 per pair. The summary carries the mean preference with a 95% bootstrap
+interval and a Wilcoxon p-value against 0.5 (soft.stats). Why: a weak judge that names
+the same letter whatever comes first turns every pair into a tie (win rate 0.000 across
+the board), while its probabilities may still lean one way.
+
 No torch at module level (soft.runtime's scripts import this before GPUs are claimed).
 """
 
@@ -104,6 +114,31 @@ def pair_outcome(verdict_ab: str, verdict_ba: str) -> str:
     return "tie"
 
 
+def pair_preference(probs_ab, probs_ba) -> float:
+    """The candidate's preference in [0, 1] from the judge's (A, B, tie) probabilities in
+    both orders (the candidate is A in the first, B in the second); a tie counts half."""
+    def named(p_cand, p_tie):
+        return p_cand + 0.5 * p_tie
+
+    return 0.5 * (named(probs_ab[0], probs_ab[2]) + named(probs_ba[1], probs_ba[2]))
+
+
+ONE_HOT = {"A": (1.0, 0.0, 0.0), "B": (0.0, 1.0, 0.0), "tie": (0.0, 0.0, 1.0)}
+
+
+def preference_summary(preferences: list[float]) -> dict:
+    """Mean preference (0.5 = none) with its 95% paired bootstrap interval and the
+    Wilcoxon signed-rank p-value of the pairs' preferences against 0.5."""
+    from soft.stats import paired_test
+
+    if not preferences:
+        return {"preference": None, "preference_ci_low": None, "preference_ci_high": None, "preference_p": None}
+    cand = {i: float(p) for i, p in enumerate(preferences)}
+    res = paired_test(cand, {i: 0.5 for i in cand}, binary=False, where="judge preference")
+    return {"preference": round(0.5 + res["diff"], 6), "preference_ci_low": round(0.5 + res["ci_low"], 6),
+            "preference_ci_high": round(0.5 + res["ci_high"], 6), "preference_p": round(res["p_value"], 6)}
+
+
 def summarize(outcomes: list[str], unparsed: int = 0) -> dict:
     """n and the win / tie / loss rates (6 decimals; 0.0 when n is 0), with the number of
     judge replies that named no verdict (already counted in the ties)."""
@@ -182,10 +217,15 @@ class LocalJudge:
         return encoded
 
     def verdicts(self, prompts: list[str]) -> list[str]:
+        return [VERDICTS[max(range(len(VERDICTS)), key=lambda j: p[j])] for p in self.probabilities(prompts)]
+
+    def probabilities(self, prompts: list[str]) -> list[tuple[float, float, float]]:
+        """P("A"), P("B"), P("tie") per prompt: the next-token distribution renormalised
+        over the three verdict tokens (argmax of it is the verdict)."""
         import torch
 
         encoded = self._encode(prompts)
-        out: list[str] = [""] * len(encoded)
+        out: list[tuple] = [()] * len(encoded)
         # longest first, so that each batch pads little; right padding leaves every row's
         # real tokens where they would be alone (causal attention never sees the padding)
         order = sorted(range(len(encoded)), key=lambda i: (-len(encoded[i]), i))
@@ -206,8 +246,9 @@ class LocalJudge:
             last = torch.tensor([len(encoded[i]) - 1 for i in idx])
             next_token = logits[torch.arange(len(idx)), last.to(logits.device)].float()
             scores = torch.log_softmax(next_token, dim=-1)[:, verdict_ids.to(logits.device)]
+            probs = torch.softmax(scores.double(), dim=-1).cpu()
             for row, i in enumerate(idx):
-                out[i] = VERDICTS[int(scores[row].argmax())]
+                out[i] = tuple(round(float(x), 6) for x in probs[row])
             log.info("judged %d/%d prompts (%.1f s)", min(b + self.batch_size, len(order)), len(order),
                      time.perf_counter() - start)
         return out
@@ -301,16 +342,25 @@ def judge_pairs(judge, questions: list[str], candidate_answers: list[str], refer
     for q, cand, ref in zip(questions, candidate_answers, reference_answers):
         prompts += [build_judge_prompt(q, cand, ref), build_judge_prompt(q, ref, cand)]
     unparsed_before = getattr(judge, "unparsed", 0)
-    verdicts = list(judge.verdicts(prompts))
+    if hasattr(judge, "probabilities"):
+        probs = [tuple(p) for p in judge.probabilities(prompts)]
+        verdicts = [VERDICTS[max(range(len(VERDICTS)), key=lambda j: p[j])] for p in probs]
+    else:
+        verdicts = list(judge.verdicts(prompts))
+        probs = [ONE_HOT.get(v, ONE_HOT["tie"]) for v in verdicts]
     if len(verdicts) != len(prompts):
         raise SoftError(f"judge_pairs: the judge gave {len(verdicts)} verdicts for {len(prompts)} prompts")
-    items, outcomes = [], []
+    items, outcomes, preferences = [], [], []
     for i in range(n):
         ab, ba = verdicts[2 * i], verdicts[2 * i + 1]
         outcome = pair_outcome(ab, ba)
+        preference = round(pair_preference(probs[2 * i], probs[2 * i + 1]), 6)
         outcomes.append(outcome)
-        items.append({"index": i, "ab": ab, "ba": ba, "outcome": outcome})
-    return {"summary": summarize(outcomes, getattr(judge, "unparsed", 0) - unparsed_before), "items": items}
+        preferences.append(preference)
+        items.append({"index": i, "ab": ab, "ba": ba, "outcome": outcome, "preference": preference})
+    summary = {**summarize(outcomes, getattr(judge, "unparsed", 0) - unparsed_before),
+               **preference_summary(preferences)}
+    return {"summary": summary, "items": items}
 
 
 def check_endpoint_url(url) -> None:

@@ -12,38 +12,27 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from soft.aggregate import SEED_COLUMNS, save_figure
+from soft.aggregate import SEED_COLUMNS, TRAINING_TASK, save_figure
 from soft.errors import SoftError
 from soft.io import atomic_path, read_json, write_text
+from soft.stats import HEADLINE_METRICS, TEST_SEEDS, format_diff
 
 PER_SEED_COLUMNS = SEED_COLUMNS  # what soft.aggregate.seed_table writes
 SUMMARY_COLUMNS = ["experiment", "round", "task", "metric", "mean", "std", "n_seeds", "stderr", "n_train_prompts"]
 MODEL_ROUND_MODES = ("best", "last")
 
-# Columns of the main table: (task, metric, label).
-MAIN_COLUMNS = [
-    ("soft_hhh_harmless", "acc", "HHH harmless"),
-    ("soft_hhh_helpful", "acc", "HHH helpful"),
-    ("soft_hhh_honest", "acc", "HHH honest"),
-    ("soft_hhh_other", "acc", "HHH other"),
-    ("soft_hhh", "acc", "HHH overall"),
-    ("soft_truthfulqa_mc1", "acc", "TruthfulQA MC1"),
-    ("soft_truthfulqa_mc2", "acc", "TruthfulQA MC2"),
-    ("judge_vs_round0", "win_rate", "judged win rate"),
-]
+# Benchmark columns of the main table and of the benchmark figure: (task, metric, label),
+# from soft.stats' one table of headline metrics.
+MAIN_COLUMNS = [(h.task, h.metric, h.label) for h in HEADLINE_METRICS]
 JUDGE_TASK = "judge_vs_round0"
+JUDGE_COLUMN = (JUDGE_TASK, "preference", "judge preference vs base")
 # Why a column can be empty everywhere; anything else gets a generic note.
 ABSENT_NOTES = {
     "soft_truthfulqa_mc2": "not evaluated (add soft_truthfulqa_mc2 to evaluation.tasks)",
-    JUDGE_TASK: "no judge (evaluation.judge.kind: none)",
+    JUDGE_TASK: "no judge preference (evaluation.judge.kind: none, or a local judge: left out, README)",
 }
 # Panels of the metric-vs-round figure: (task, metric, title).
-ROUND_PANELS = [
-    ("soft_hhh", "acc", "HHH overall (acc)"),
-    ("soft_truthfulqa_mc1", "acc", "TruthfulQA MC1 (acc)"),
-    ("soft_truthfulqa_mc2", "acc", "TruthfulQA MC2 (acc)"),
-    (JUDGE_TASK, "win_rate", "Win rate vs base"),
-]
+ROUND_PANELS = [(h.task, h.metric, h.label) for h in HEADLINE_METRICS]
 
 ONE_COLUMN_IN = 3.5
 TWO_COLUMN_IN = 7.0
@@ -169,53 +158,137 @@ def _rounds_label(rounds: list[int]) -> str:
     return str(lo) if lo == hi else f"{lo}-{hi}"
 
 
-def main_table(df, selected: dict, experiments: list[str], base_label: str = "base model"):
-    """The main results table (base model, then each experiment at its selected round)
-    and notes on the columns or models left out."""
+def change_cell(comparisons, experiment: str, rounds: str, task: str, metric: str) -> str:
+    """"diff [CI], p" of experiment at `rounds` against round 0: the pooled paired test,
+    then the t interval over seeds where there are several; "–" when not compared."""
+    if comparisons is None or not len(comparisons):
+        return EMPTY
+    sel = comparisons[(comparisons.experiment == experiment) & (comparisons["round"].astype(str) == rounds) &
+                      (comparisons.reference == experiment) & (comparisons.reference_round.astype(str) == "0") &
+                      (comparisons.task == task) & (comparisons.metric == metric)]
+    pooled = sel[sel.test != TEST_SEEDS]
+    if not len(pooled):
+        return EMPTY
+    text = format_diff(pooled.iloc[0].to_dict())
+    seeds = sel[sel.test == TEST_SEEDS]
+    if len(seeds) and not math.isnan(float(seeds.iloc[0].ci_low)):
+        r = seeds.iloc[0]
+        text += f"; seeds [{r.ci_low:+.3f}, {r.ci_high:+.3f}]"
+    return text
+
+
+def _mean(vals: list[float]) -> float:
+    return sum(vals) / len(vals) if vals else math.nan
+
+
+def main_table(df, fixed: dict, experiments: list[str], best: dict | None = None, comparisons=None,
+               stops: dict | None = None, judge: bool = False, base_label: str = "base model"):
+    """The main results table at a fixed prompt budget and notes on what was left out.
+
+    fixed: (experiment, seed) -> the round reported first, each chain's last round (where
+    it has consumed its whole budget; selected_rounds(stops, "last")). Per row: that
+    round, its cumulative prompts, the training examples and optimiser steps of its
+    model, each headline metric (mean and std over seeds) with its paired change from
+    the base model (comparisons: soft.comparisons' table), and, with `best`, the
+    best-validated round with its prompts and headline values as a second view. A chain
+    stopped before its budget is named in the notes with the prompts it consumed (stops).
+    judge: add the judge's preference against the base model."""
     import pandas as pd
 
-    points, notes = _model_points(df, selected, experiments, base_label)
+    columns_spec = MAIN_COLUMNS + ([JUDGE_COLUMN] if judge else [])
+    points, notes = _model_points(df, fixed, experiments, base_label)
+    best_points = {}
+    if best is not None:
+        for model, seeds, rows in _model_points(df, best, experiments, base_label)[0][1:]:
+            best_points[model] = (seeds, rows)
     records = []
     for i, (model, seeds, rows) in enumerate(points):
-        rec = {"model": model, "rounds": _rounds_label(list(seeds.values())), "n_seeds": len(seeds)}
-        for task, metric, label in MAIN_COLUMNS:
-            # the base model against itself is no comparison
-            vals = [] if (i == 0 and model == base_label and task == JUDGE_TASK) else _values(rows, task, metric)
-            rec[label] = sum(vals) / len(vals) if vals else math.nan
+        is_base = i == 0 and model == base_label
+        rounds = _rounds_label(list(seeds.values()))
+        prompts = sorted({int(v) for v in rows.n_train_prompts.dropna()})
+        rec = {"model": model, "rounds": rounds, "prompts": _rounds_label(prompts) if prompts else EMPTY,
+               "training examples": _mean(_values(rows, TRAINING_TASK, "examples")),
+               "optimiser steps": _mean(_values(rows, TRAINING_TASK, "optimizer_steps")),
+               "n_seeds": len(seeds)}
+        for task, metric, label in columns_spec:
+            vals = [] if (is_base and task == JUDGE_TASK) else _values(rows, task, metric)
+            rec[label] = _mean(vals)
             rec[f"{label} std"] = _std(vals)
+            if task != JUDGE_TASK:
+                rec[f"{label} vs base"] = EMPTY if is_base else change_cell(comparisons, model, rounds, task, metric)
             if vals and len(vals) < len(seeds):
                 notes.append(f"{model}: {label} from {len(vals)} of {len(seeds)} seeds")
+        if best is not None:
+            b_seeds, b_rows = best_points.get(model, (seeds, rows) if is_base else ({}, rows.iloc[0:0]))
+            b_prompts = sorted({int(v) for v in b_rows.n_train_prompts.dropna()})
+            rec["best round"] = (f"{_rounds_label(list(b_seeds.values()))} ({_rounds_label(b_prompts)} prompts)"
+                                 if b_seeds and b_prompts else EMPTY)
+            for task, metric, label in MAIN_COLUMNS:
+                rec[f"{label} at best"] = _mean(_values(b_rows, task, metric))
         records.append(rec)
-    columns = ["model", "rounds", "n_seeds"]
-    for task, metric, label in MAIN_COLUMNS:
+    for (exp, seed), stop in sorted((stops or {}).items()):
+        if exp in experiments and stop.get("stopped_early"):
+            k = int(stop["rounds_run"])
+            hit = df[(df.experiment == exp) & (df.seed == seed) & (df["round"] == k)].n_train_prompts
+            used = f"{int(hit.iloc[0])} prompts" if len(hit) else "its prompts"
+            notes.append(f"{exp} seed {seed}: stopped early after round {k} of {stop.get('rounds_configured')}; "
+                         f"reported at its last trained round, {used} consumed, not the full budget")
+    columns = ["model", "rounds", "prompts", "training examples", "optimiser steps", "n_seeds"]
+    all_columns = list(columns)
+    for task, metric, label in columns_spec:
+        group = [label, f"{label} std"] + ([f"{label} vs base"] if task != JUDGE_TASK else [])
+        all_columns += group
         if any(not math.isnan(r[label]) for r in records):
-            columns += [label, f"{label} std"]
+            columns += group
         elif ((df.task == task) & (df.metric == metric)).any():
-            notes.append(f"{label}: no values at the selected rounds")
+            notes.append(f"{label}: no values at the reported rounds")
         else:
             notes.append(f"{label}: {ABSENT_NOTES.get(task, f'no {task} {metric} rows')}")
-    table = pd.DataFrame(records, columns=["model", "rounds", "n_seeds"] +
-                         [c for _, _, l in MAIN_COLUMNS for c in (l, f"{l} std")])
+    if best is not None:
+        best_cols = ["best round"] + [f"{l} at best" for t, m, l in MAIN_COLUMNS if f"{l}" in columns]
+        all_columns += ["best round"] + [f"{l} at best" for _, _, l in MAIN_COLUMNS]
+        columns += best_cols
+    table = pd.DataFrame(records, columns=all_columns)
     table = table[columns].reset_index(drop=True)
     table["n_seeds"] = table["n_seeds"].astype(int)
     return table, notes
 
 
-def _labels(table) -> list[str]:
-    return [c for c in table.columns[3:] if not c.endswith(" std")]
-
-
-def _cell(mean, std, tex: bool = False) -> str:
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+def _fmt(value, std=None, tex: bool = False, integer: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return "--" if tex else EMPTY
+    if isinstance(value, str):
+        return tex_escape(value) if tex else value
+    if integer:  # counts; a mean over seeds may fall between two
+        return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
     if std is None or math.isnan(std):
-        return f"{mean:.3f}"
-    return f"${mean:.3f} \\pm {std:.3f}$" if tex else f"{mean:.3f} ± {std:.3f}"
+        return f"{value:.3f}"
+    return f"${value:.3f} \\pm {std:.3f}$" if tex else f"{value:.3f} ± {std:.3f}"
+
+
+def _display_columns(table) -> list[tuple[str, str | None]]:
+    """(header, its std column or None) for every shown column but the model."""
+    out = []
+    for col in table.columns[1:]:
+        if col.endswith(" std"):
+            continue
+        std = f"{col} std" if f"{col} std" in table.columns else None
+        out.append((col, std))
+    return out
+
+
+HEADERS = {"rounds": "round", "n_seeds": "seeds", "optimiser steps": "steps", "training examples": "examples"}
+
+
+def _header(col: str) -> str:
+    if col.endswith(" vs base"):
+        return f"{col[:-len(' vs base')]}: change from base [95% CI], p"
+    return HEADERS.get(col, col)
 
 
 TEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-                "–": "--", "±": r"$\pm$"}
+                "–": "--", "±": r"$\pm$", "<": r"$<$", ">": r"$>$"}
 
 
 def tex_escape(text: str) -> str:
@@ -227,32 +300,36 @@ def _one_line(text: str) -> str:
 
 
 def write_main_table(table, notes: list[str], csv_path: str | Path, md_path: str | Path,
-                     tex_path: str | Path, caption: str, label: str = "tab:main") -> None:
-    """main_table's result as CSV, Markdown (mean ± std) and a booktabs LaTeX table."""
+                     tex_path: str | Path, caption: str, label: str = "tab:main",
+                     appendix: list[str] = ()) -> None:
+    """main_table's result as CSV, Markdown (mean ± std; paired changes as diff [CI], p)
+    and a booktabs LaTeX table; `appendix`: Markdown lines after the notes (the paired
+    comparisons between experiments)."""
     with atomic_path(csv_path) as tmp:
         table.to_csv(tmp, index=False, float_format="%.6f", lineterminator="\n")
-    labels = _labels(table)
-    rows = [(str(r["model"]), str(r["rounds"]), str(int(r["n_seeds"])),
-             [(r[l], r[f"{l} std"]) for l in labels]) for _, r in table.iterrows()]
+    shown = _display_columns(table)
+    integers = {"training examples", "optimiser steps", "n_seeds"}
+    rows = [(str(r["model"]), [(r[c], r[s] if s else None, c in integers) for c, s in shown])
+            for _, r in table.iterrows()]
 
     md = [_one_line(caption), "",
-          "| model | rounds | seeds | " + " | ".join(labels) + " |",
-          "|---|---|---|" + "---|" * len(labels)]
-    for model, rounds, n, cells in rows:
-        md.append(f"| {model} | {rounds} | {n} | " + " | ".join(_cell(m, s) for m, s in cells) + " |")
+          "| model | " + " | ".join(_header(c) for c, _ in shown) + " |",
+          "|---|" + "---|" * len(shown)]
+    for model, cells in rows:
+        md.append(f"| {model} | " + " | ".join(_fmt(v, s, integer=i) for v, s, i in cells) + " |")
     if notes:
         md += [""] + [f"- {_one_line(n)}" for n in notes]
+    md += list(appendix)
     write_text(md_path, "\n".join(md) + "\n")
 
     tex = ["% generated by soft.paper.write_main_table",
            r"\begin{table*}[t]", r"\centering", r"\small",
            rf"\caption{{{tex_escape(_one_line(caption))}}}", rf"\label{{{label}}}",
-           r"\begin{tabular}{l" + "r" * (2 + len(labels)) + "}", r"\toprule",
-           " & ".join(["Model", "Rounds", "Seeds"] + [tex_escape(l) for l in labels]) + r" \\",
+           r"\begin{tabular}{l" + "r" * len(shown) + "}", r"\toprule",
+           " & ".join(["Model"] + [tex_escape(_header(c)) for c, _ in shown]) + r" \\",
            r"\midrule"]
-    for i, (model, rounds, n, cells) in enumerate(rows):
-        tex.append(" & ".join([tex_escape(model), tex_escape(rounds), n] +
-                              [_cell(m, s, tex=True) for m, s in cells]) + r" \\")
+    for i, (model, cells) in enumerate(rows):
+        tex.append(" & ".join([tex_escape(model)] + [_fmt(v, s, tex=True, integer=n) for v, s, n in cells]) + r" \\")
         if i == 0 and len(rows) > 1:
             tex.append(r"\midrule")  # the base model apart from the trained ones
     tex += [r"\bottomrule", r"\end{tabular}"]
@@ -313,21 +390,38 @@ def _int_rounds(ax, last: int) -> None:
     ax.set_xlabel("round")
 
 
-def _error_bar_note(ns: set[int]) -> str:
-    if not ns:
-        return ""
-    if min(ns) > 1:
-        n = f"{min(ns)}" if len(ns) == 1 else f"{min(ns)}-{max(ns)}"
-        return f"error bars: std over {n} seeds"
-    if max(ns) == 1:
-        return "error bars: lm-eval stderr (one seed)"
-    return "error bars: std over seeds; lm-eval stderr where one seed"
+def change_error(comparisons, experiment: str, rounds: str, task: str, metric: str) -> tuple[float, float, str | None]:
+    """(below, above, source) of the 95% CI of the change from round 0, to draw around a
+    point: the t interval over seeds where several seeds give one, else the paired
+    bootstrap over documents (seeds pooled); (0, 0, None) when there is no comparison."""
+    if comparisons is None or not len(comparisons):
+        return 0.0, 0.0, None
+    sel = comparisons[(comparisons.experiment == experiment) & (comparisons["round"].astype(str) == str(rounds)) &
+                      (comparisons.reference == experiment) & (comparisons.reference_round.astype(str) == "0") &
+                      (comparisons.task == task) & (comparisons.metric == metric)]
+    for test, source in ((TEST_SEEDS, "seeds"), (None, "documents")):
+        rows = sel[sel.test == test] if test else sel[sel.test != TEST_SEEDS]
+        if len(rows):
+            r = rows.iloc[0]
+            if not any(math.isnan(float(r[c])) for c in ("diff", "ci_low", "ci_high")):
+                return max(float(r["diff"] - r.ci_low), 0.0), max(float(r.ci_high - r["diff"]), 0.0), source
+    return 0.0, 0.0, None
+
+
+def _error_bar_note(sources: set) -> str:
+    """The legend's statement of what the bars are."""
+    sources = {s for s in sources if s}
+    if not sources:
+        return "no error bars (no paired comparisons)"
+    what = {"seeds": "t interval over seeds", "documents": "paired bootstrap over documents"}
+    return "error bars: 95% CI of the change from round 0 (" + "; ".join(what[s] for s in sorted(sources, reverse=True)) + ")"
 
 
 def plot_benchmarks(df, selected: dict, experiments: list[str], png: str | Path, pdf: str | Path,
-                    base_label: str = "base model") -> list[str]:
-    """Grouped bars: each lm-eval benchmark of MAIN_COLUMNS, the base model and every
-    experiment at its selected round (mean over seeds, std bars when n > 1)."""
+                    base_label: str = "base model", comparisons=None) -> list[str]:
+    """Grouped bars: each headline benchmark, the base model and every experiment at its
+    reported round (mean over seeds); an experiment's error bar is the 95% CI of its
+    change from the base model (change_error), drawn around its bar."""
     import matplotlib
 
     points, notes = _model_points(df, selected, experiments, base_label)
@@ -342,16 +436,21 @@ def plot_benchmarks(df, selected: dict, experiments: list[str], png: str | Path,
         else:
             width = 0.8 / len(points)
             top = 0.0
+            sources = set()
             for j, (model, seeds, rows) in enumerate(points):
-                means, errs = [], []
+                means, below, above = [], [], []
+                rounds = _rounds_label(list(seeds.values()))
                 for task, metric, _ in present:
                     vals = _values(rows, task, metric)
                     means.append(sum(vals) / len(vals) if vals else math.nan)
-                    err = _std(vals)
-                    errs.append(0.0 if math.isnan(err) else err)
-                    top = max(top, (means[-1] if vals else 0) + errs[-1])
+                    lo, hi, source = (0.0, 0.0, None) if model == base_label else \
+                        change_error(comparisons, model, rounds, task, metric)
+                    sources.add(source)
+                    below.append(lo)
+                    above.append(hi)
+                    top = max(top, (means[-1] if vals else 0) + hi)
+                errs = [below, above]
                 xs = [i - 0.4 + width * (j + 0.5) for i in range(len(present))]
-                rounds = _rounds_label(list(seeds.values()))
                 label = model if model == base_label else f"{model} (round {rounds})"
                 ax.bar(xs, means, width, yerr=errs, capsize=1.5, color=colours.get(model, BASE_COLOUR),
                        label=label, error_kw={"elinewidth": 0.8, "capthick": 0.8})
@@ -363,16 +462,16 @@ def plot_benchmarks(df, selected: dict, experiments: list[str], png: str | Path,
             ax.set_ylabel("accuracy")
             ax.grid(axis="y", alpha=0.3)
             ax.set_axisbelow(True)
-            ns = {len(s) for _, s, _ in points}
             ax.legend(ncol=min(len(points), 4), loc="lower center", bbox_to_anchor=(0.5, 1.0),
-                      frameon=False, title=_error_bar_note({n for n in ns if n > 1}) or "one seed: no error bars",
-                      title_fontsize=8)
+                      frameon=False, title=_error_bar_note(sources), title_fontsize=8)
         save_figure(fig, png, pdf)
     return notes
 
 
-def plot_rounds(summary, experiments: list[str], png: str | Path, pdf: str | Path, title: str) -> list[str]:
-    """Headline metrics against round, one line per listed experiment (round 0 = base)."""
+def plot_rounds(summary, experiments: list[str], png: str | Path, pdf: str | Path, title: str,
+                comparisons=None) -> list[str]:
+    """Headline metrics against round, one line per listed experiment (round 0 = base);
+    error bars: the 95% CI of each round's change from round 0 (change_error)."""
     import matplotlib
 
     _check_columns(summary, SUMMARY_COLUMNS, "seed summary")
@@ -399,9 +498,10 @@ def plot_rounds(summary, experiments: list[str], png: str | Path, pdf: str | Pat
                 s = sub[(sub.experiment == exp) & (sub.task == task) & (sub.metric == metric)].sort_values("round")
                 if not len(s):
                     continue
-                err = [sd if k > 1 else se for sd, se, k in zip(s["std"], s["stderr"], s["n_seeds"])]
-                err = [0.0 if (e is None or math.isnan(e)) else e for e in err]
-                ns |= {int(k) for k in s["n_seeds"]}
+                bars = [change_error(comparisons, exp, str(k), task, metric) if k else (0.0, 0.0, None)
+                        for k in s["round"]]
+                ns |= {b[2] for b in bars}
+                err = [[b[0] for b in bars], [b[1] for b in bars]]
                 h = ax.errorbar([r + dodge[exp] for r in s["round"]], s["mean"], yerr=err, marker="o",
                                 capsize=2, color=colours[exp], label=exp, elinewidth=0.8)
                 handles.setdefault(exp, h)
