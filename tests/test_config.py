@@ -476,7 +476,7 @@ def test_evaluation_settings(cfg, schema):
                                                "judge": judge}
     assert evaluation_settings(cfg, schema) == {
         **views, "batch_size": 4, "limit": 26, "precision": "fp32",
-        "probe": {**probe, "prompts": "config/probe_prompts.jsonl"},
+        "probe": {**probe, "prompts": "config/probe_prompts.jsonl", "max_prompts": 16},
         "judge": {**judge, "kind": "local", "reference": "single_round"}}
     assert evaluation_settings({"evaluation": {"tasks": ["soft_hhh"]}}, schema) == {
         "tasks": ["soft_hhh"], "raw_tasks": views["raw_tasks"], "batch_size": 4, "precision": "fp32", "probe": probe,

@@ -259,3 +259,12 @@ def test_layout_view_requests_are_the_layout_text(plain_dir, plain_tok, bench_di
         ctx, cont = inst.arguments
         assert ctx == lay.prompt_text(plain_tok, PRINCIPLES.system_prompt, docs[inst.doc_id]["question"])
         assert cont in ("A", "B")
+
+
+def test_probe_answers_only_the_first_max_prompts(plain_dir):
+    from soft.probe import probe_model
+
+    prompts = [{"id": f"p{i}", "prompt": f"Question {i}?"} for i in range(3)]
+    settings = {"max_new_tokens": 2, "temperature": 0.7, "top_p": 0.95, "batch_size": 2, "max_prompts": 2}
+    records, _ = probe_model(str(plain_dir), prompts, PRINCIPLES, settings, 0, 1, layout=PLAIN)
+    assert [r["id"] for r in records] == ["p0", "p1"]

@@ -28,6 +28,7 @@ def probe_model(model_dir: str, prompts: list[dict], principles: Principles, set
     from soft.generate import GenerationSettings, generate_hf
     from soft.models import load_causal_lm, load_tokenizer
 
+    prompts = prompts[:settings.get("max_prompts") or len(prompts)]
     tokenizer = load_tokenizer(model_dir)
     lay = Layout.from_settings(tokenizer, layout, where=str(model_dir))
     model = load_causal_lm(model_dir)
