@@ -70,8 +70,8 @@ CASES = [
      "<tmp>/ex.jsonl: line 1: turns[0] needs a non-empty string 'thoughts'"),
     ("unknown_top_level_key", lambda c, t: c.update(sed=1),
      "config key 'sed': unknown key (did you mean 'seed'?); expected one of extends, run_name, seed, seeds, "
-     "paper, base_model, benchmarks, prompts, principles, exemplars, evaluation, defaults, experiments, "
-     "resources, got 1"),
+     "comparisons, paper, storage, base_model, benchmarks, prompts, principles, exemplars, evaluation, defaults, "
+     "experiments, vllm_python, resources, got 1"),
     ("unknown_nested_key", lambda c, t: set_key(c, "defaults.train.lr", 0.1),
      re.compile(r"config key 'defaults\.train\.lr': unknown key; expected one of init, data, method, lora, "
                 r"learning_rate, [a-z_, ]+, got 0\.1")),
