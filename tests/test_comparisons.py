@@ -191,7 +191,7 @@ def test_metrics_md_leaves_a_local_judge_out(grid, tmp_path):
 
 def test_shipped_ablations_name_their_reference(monkeypatch):
     """Each shipped ablation's experiments are compared with the experiment its config
-    judges against (evaluation.judge.reference): `soft` in both."""
+    judges against (evaluation.judge.reference): `soft` in each."""
     from pathlib import Path
 
     import yaml
@@ -203,10 +203,12 @@ def test_shipped_ablations_name_their_reference(monkeypatch):
     config = yaml.safe_load((repo / "config/config.yaml").read_text())
     schema = load_schema(repo / "config/schema/config.schema.yaml")
     _, panels = included_experiments(config, paper_settings(config, schema), schema)
-    assert {p["name"]: p["reference"] for p in panels} == {"icl_diversity": "soft", "training_order": "soft"}
+    assert {p["name"]: p["reference"] for p in panels} == {"icl_diversity": "soft", "training_order": "soft",
+                                                             "bootstrap_control": "soft"}
     pairs = comparison_pairs(config.get("comparisons") or schema["properties"]["comparisons"]["default"], panels)
     assert {"experiment": "icl_fixed", "reference": "soft"} in pairs
     assert {"experiment": "soft_hard_to_easy", "reference": "soft"} in pairs
+    assert {"experiment": "soft_base_generator", "reference": "soft"} in pairs
     assert {"experiment": "soft", "reference": "single_round"} == pairs[0]
 
 

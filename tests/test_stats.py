@@ -151,14 +151,14 @@ def test_read_samples_and_pool_a_group(tmp_path):
 def test_read_samples_names_file_and_line(tmp_path, line, problem):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"task": "t", "doc_id": 9, "metrics": {"acc": 1}}\n' + line + "\n")
-    with pytest.raises(SoftError, match=rf"bad.jsonl:2: .*{problem}"):
+    with pytest.raises(SoftError, match=rf"bad.jsonl: line 2: .*{problem}"):
         read_samples(path)
 
 
 def test_read_samples_duplicate_document(tmp_path):
     path = tmp_path / "dup.jsonl"
     path.write_text('{"task": "t", "doc_id": 1, "metrics": {"acc": 1}}\n' * 2)
-    with pytest.raises(SoftError, match="dup.jsonl:2: .*twice"):
+    with pytest.raises(SoftError, match="dup.jsonl: line 2: .*twice"):
         read_samples(path)
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from soft.errors import SoftError
+from soft.io import read_jsonl
 
 CONFIDENCE = 0.95
 N_RESAMPLES = 10_000
@@ -78,38 +79,28 @@ ALL_METRICS = HEADLINE_METRICS + SECOND_VIEW_METRICS
 Samples = dict[tuple[str, int], dict[str, float]]
 
 
-def read_samples(path: str | Path) -> Samples:
-    """(task, doc_id) -> {metric: value} from a samples JSONL; errors name file:line."""
-    import json
+SAMPLE_FIELDS = {"task": (str, True), "doc_id": (int, True), "metrics": (dict, True)}
 
-    path = Path(path)
-    if not path.is_file():
-        raise SoftError(f"{path}: samples file not found")
-    out: Samples = {}
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{lineno}"
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise SoftError(f"{where}: not valid JSON ({e.msg})") from None
-        if not isinstance(rec, dict):
-            raise SoftError(f"{where}: expected a JSON object")
-        task, doc, metrics = rec.get("task"), rec.get("doc_id"), rec.get("metrics")
-        if not isinstance(task, str) or not task:
-            raise SoftError(f"{where}: field 'task' must be a non-empty string")
-        if not isinstance(doc, int) or isinstance(doc, bool):
-            raise SoftError(f"{where}: field 'doc_id' must be an integer")
-        if not isinstance(metrics, dict) or not metrics:
-            raise SoftError(f"{where}: field 'metrics' must be a non-empty object")
-        for name, value in metrics.items():
+
+def read_samples(path: str | Path) -> Samples:
+    """(task, doc_id) -> {metric: value} from a samples JSONL (soft.evaluate writes them);
+    errors name the file and line (soft.io.read_jsonl)."""
+    seen: set[tuple[str, int]] = set()
+
+    def check(rec: dict) -> str | None:
+        if not rec["metrics"]:
+            return "field 'metrics' is empty"
+        for name, value in rec["metrics"].items():
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise SoftError(f"{where}: metric {name!r} must be a finite number, got {value!r}")
-        if (task, doc) in out:
-            raise SoftError(f"{where}: (task {task!r}, doc_id {doc}) appears twice")
-        out[(task, doc)] = {k: float(v) for k, v in metrics.items()}
-    return out
+                return f"metric {name!r} must be a finite number, got {value!r}"
+        key = (rec["task"], rec["doc_id"])
+        if key in seen:
+            return f"(task {key[0]!r}, doc_id {key[1]}) appears twice"
+        seen.add(key)
+        return None
+
+    records = read_jsonl(path, SAMPLE_FIELDS, allow_empty=True, non_empty=["task"], check=check)
+    return {(r["task"], r["doc_id"]): {k: float(v) for k, v in r["metrics"].items()} for r in records}
 
 
 def outcomes(samples: Samples, headline: Headline) -> dict[tuple[str, int], float]:
