@@ -27,6 +27,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import snakemake
+from test_determinism import digests
 from tiny import tiny_config
 
 pytestmark = pytest.mark.slurm
@@ -49,11 +51,19 @@ def sh(*cmd: str, timeout: int = 60, check: bool = True, env: dict | None = None
     return proc
 
 
+def cannot_run(reason: str) -> None:
+    """Skip where SLURM cannot be started; under CI (CI set, as .ci/run sets it) fail
+    instead, so that a CI run never goes green without having run this test."""
+    if os.environ.get("CI"):
+        pytest.fail(f"the SLURM test cannot run under CI: {reason}")
+    pytest.skip(reason)
+
+
 def ensure_slurm_installed() -> None:
     if all(shutil.which(d) for d in DAEMONS) and shutil.which("sbatch") and shutil.which("mungekey"):
         return
     if shutil.which("apt-get") is None:
-        pytest.skip("slurm-wlm and munge are not installed and apt-get is not available to install them")
+        cannot_run("slurm-wlm and munge are not installed and apt-get is not available to install them")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     sh("apt-get", "update", "-qq", timeout=300, env=env)
     sh("apt-get", "install", "-y", "-qq", "--no-install-recommends", "slurm-wlm", "munge", timeout=600, env=env)
@@ -217,7 +227,7 @@ class Cluster:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     if os.geteuid() != 0:
-        pytest.skip("starting slurmctld/slurmd needs root")
+        cannot_run("starting slurmctld/slurmd needs root")
     ensure_slurm_installed()
     root = tmp_path_factory.mktemp("slurm")
     etc_conf = Path("/etc/slurm/slurm.conf")
@@ -331,4 +341,13 @@ def test_tiny_pipeline_runs_through_slurm(cluster, tmp_path):
     # scheduler-side output would be.
     slurm_logs = list((workdir / ".snakemake/slurm_logs").rglob("*.log"))
     assert {p.parts[p.parts.index("slurm_logs") + 1] for p in slurm_logs} >= {f"rule_{r}" for r in GPU_RULES}
+
+    # The same config run locally, without SLURM or GPU requests, writes the same files,
+    # byte for byte: every file under results/ and resources/ (test_determinism.digests).
+    local = tmp_path / "local"
+    local.mkdir()
+    snakemake(local, tiny_config(local, experiments={"soft": {"rounds": 1}}))
+    through_slurm, here = digests(workdir), digests(local)
+    assert through_slurm.keys() == here.keys() and len(here) > 15
+    assert not [name for name in here if here[name] != through_slurm[name]], "SLURM and local runs differ"
     print(f"\nSLURM pipeline: {len(submitted)} jobs in {elapsed:.0f} s")
