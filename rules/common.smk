@@ -360,12 +360,6 @@ def samples_path(exp, k):
     return eval_path(exp, int(k)).replace(".json", "_samples.jsonl")
 
 
-def has_samples():
-    """Whether evaluate_model writes the per-document samples (its `samples` output) that
-    the paired comparisons read; without them comparisons.csv has no benchmark rows."""
-    return "samples" in rules.evaluate_model.output.keys()
-
-
 def trained_filters(exp, k):
     """The filter records of the rounds whose data round k's model trained on."""
     if int(k) == 0:
@@ -385,7 +379,7 @@ def table_entries(wildcards=None, experiments=None):
                 "round": k,
                 "n_train_prompts": cumulative_prompts(exp, k),
                 "eval": eval_path(exp, k),
-                "samples": samples_path(exp, k) if has_samples() else None,
+                "samples": samples_path(exp, k),
                 "validation": validation_path(exp, k) if stops_early(exp) else None,
                 "diagnostics": diagnostics_path(exp, k) if PROBES else None,
                 "filter": f"results/{exp}/data/round{k}_filter.json" if k >= 1 else None,
@@ -419,8 +413,6 @@ def comparison_specs(wildcards=None, experiments=None, by_name=False, panels=())
         cfg = EXPERIMENTS[inst]
         runs[inst] = {"experiment": cfg["name"] if by_name else inst, "seed": cfg["seed"],
                       "rounds_run": rounds_run(inst)}
-    if not has_samples():
-        return []
     pairs = comparison_pairs(COMPARISONS, panels)
     if not by_name:
         pairs = [{"experiment": instance_of(p["experiment"], cfg["seed"]),

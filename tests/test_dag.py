@@ -219,10 +219,13 @@ def check_shared(plan: Plan, experiments: dict[str, int]) -> None:
     agg = plan.one("aggregate_metrics")
     # per (experiment, round): its evaluation, then (rounds >= 1) its filter stats and
     # its model (whose card records the optimiser steps)
+    # (and the per-document samples beside each evaluation, which the comparisons pair)
+    base_samples = BASE_EVAL.replace(".json", "_samples.jsonl")
     inputs = [p for exp, t in experiments.items() for k in range(t + 1)
-              for p in ([BASE_EVAL] if k == 0 else [f"results/{exp}/eval/round{k}.json",
-                                                    f"results/{exp}/data/round{k}_filter.json",
-                                                    f"results/{exp}/models/round{k}"])]
+              for p in ([BASE_EVAL, base_samples] if k == 0 else [f"results/{exp}/eval/round{k}.json",
+                                                                  f"results/{exp}/eval/round{k}_samples.jsonl",
+                                                                  f"results/{exp}/data/round{k}_filter.json",
+                                                                  f"results/{exp}/models/round{k}"])]
     assert agg["input"] == inputs
     assert agg["output"] == FINAL[:3]
     stops = [f"results/{exp}/stop.json" for exp in experiments]
