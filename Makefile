@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 SNAKEMAKE := $(VENV)/bin/snakemake
 CORES ?= all
 
-.PHONY: setup vllm-env run paper report dry-run forecast test test-embedded test-slurm bench clean
+.PHONY: setup vllm-env run paper report dry-run forecast test test-vllm test-e2e test-embedded test-slurm bench clean
 
 # uv installs the same pinned requirements as `pip install -r envs/requirements.txt` (the
 # documented path without make) in a third of the time (40 s vs 2 min 2 s here, cold caches):
@@ -70,10 +70,22 @@ FORECAST_ARGS ?=
 forecast: setup
 	$(PY) -m soft.forecast --device $(DEVICE) --out results/forecast $(FORECAST_ARGS)
 
-# Unit tests, dry-run DAG tests, the tiny end-to-end run and the vLLM tests (a few
-# minutes, plus .venv-vllm's install the first time).
-test: setup vllm-env
-	$(PY) -m pytest -m "not embedded and not slurm" -q
+# Unit tests, dry-run DAG tests and one tiny end-to-end run (tests/test_e2e.py).
+test: setup
+	$(PY) -m pytest -m "not embedded and not slurm and not e2e and not vllm" -q
+	$(PY) -m pytest tests/test_e2e.py -q
+
+# vLLM for real (.venv-vllm): the generation rule with backend vllm, the endpoint judge
+# against a vLLM OpenAI server on 127.0.0.1, the backend comparison (about 5 minutes).
+test-vllm: setup vllm-env
+	$(PY) -m pytest -m vllm -q
+
+# The other tiny workflow runs (e2e marker): determinism, kill-and-resume at every stage,
+# collapse and early stop, the paper target over seeds, the plain layout, planted secrets,
+# training resume, storage, self-instruct, the bench. About 50 minutes on 2 cores, so CI
+# (90-minute limit, with the embedded run) does not run them; run them before a release.
+test-e2e: setup
+	$(PY) -m pytest -m "e2e" -q --ignore=tests/test_e2e.py
 
 # The full embedded default (SmolLM2-135M, real benchmarks; about 17 minutes, longer if no
 # chain stops early).
