@@ -189,6 +189,9 @@ def test_fit_recovers_a_line_and_a_constant():
     assert fc.fit_rule([(5.0, 3.0), (5.0, 5.0)], prior_b=2.0) == pytest.approx((0.0, 0.8))
 
 
+@pytest.mark.skip(reason="the timed make paper run (config/forecast/make_paper_e309b51.csv) predates the "
+                         "bootstrap-control chain and the layout-view evaluation, so its DAG no longer matches "
+                         "the paper target's: re-time make paper and refresh config/forecast first (issue 20)")
 def test_forecast_of_the_timed_make_paper_run_is_within_30_percent():
     # The checked-in calibration against a run it was not fitted on (README's timed make
     # paper: the default grid plus the ablations' chains): more than 30% off is a bug.
