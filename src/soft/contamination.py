@@ -73,10 +73,16 @@ class QuestionIndex:
         return None
 
 
+# soft_hhh_ab re-renders soft_hhh's items with both answers inside its question (A/B):
+# its questions are soft_hhh's plus the answers, and an answer is not a question.
+RERENDERED_TASKS = ("soft_hhh_ab",)
+
+
 def benchmark_questions(benchmark_dir: str | Path) -> list[tuple[str, str]]:
-    """(id, question) of every record of the converted benchmark JSONL files."""
+    """(id, question) of every record of the converted benchmark JSONL files (the A/B
+    re-rendering of HHH excepted: its items are soft_hhh's)."""
     return [(r["id"], r["question"]) for path in sorted(Path(benchmark_dir).glob("*.jsonl"))
-            for r in read_task_jsonl(path)]
+            if not path.stem.startswith(RERENDERED_TASKS) for r in read_task_jsonl(path)]
 
 
 def record_texts(record: dict) -> Iterator[tuple[str, str]]:
