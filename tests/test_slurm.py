@@ -300,13 +300,15 @@ def test_tiny_pipeline_runs_through_slurm(cluster, tmp_path):
 
     # Every job was an sbatch submission with its own SLURM job id.
     submitted = dict(re.findall(r"Job (\d+) has been submitted with SLURM jobid (\d+)", out))
-    assert len(submitted) >= 9, out[-4000:]
+    assert len(submitted) >= 7, out[-4000:]
     jobs = {jid: scontrol_job(cluster, jid) for jid in submitted.values()}
     by_rule: dict[str, list[dict]] = {}
     for info in jobs.values():
         assert info["JobState"] == "COMPLETED", info
         by_rule.setdefault(re.match(r"rule_(\w+?)(?:_wildcards_|$)", info["Comment"]).group(1), []).append(info)
     assert set(GPU_RULES) <= set(by_rule), by_rule.keys()
+    # the downloads are local rules: they ran where Snakemake runs, never through sbatch
+    assert not {"prepare_base_model", "fetch_benchmarks"} & set(by_rule), by_rule.keys()
 
     # Each model job was submitted with its rule's forecast-derived limits: the tiny jobs'
     # forecasts are short, so their limits are short (not the shipped profile's hours).
