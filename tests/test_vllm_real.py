@@ -186,7 +186,11 @@ def test_endpoint_judge_against_vllm_serve(vllm_server):
     result = judge_pairs(judge, ["What is 2 + 2?", "Name a colour.", "Is water wet?"],
                          ["Four.", "Blue.", "Yes."], ["Five.", "Loud.", "No."])
     assert [(i["ab"], i["ba"], i["outcome"]) for i in result["items"]] == [("A", "A", "tie")] * 3
-    assert result["summary"] == {"n": 3, "win_rate": 0.0, "tie_rate": 1.0, "loss_rate": 0.0, "unparsed": 0}
+    summary = result["summary"]
+    assert {k: summary[k] for k in ("n", "win_rate", "tie_rate", "loss_rate", "unparsed")} == {
+        "n": 3, "win_rate": 0.0, "tie_rate": 1.0, "loss_rate": 0.0, "unparsed": 0}
+    # a judge that always answers "A" prefers neither answer over both orders
+    assert summary["preference"] == 0.5
     assert set(VERDICTS) >= {i["ab"] for i in result["items"]}
     assert served_requests(vllm_server) - before == 6
 
