@@ -63,7 +63,7 @@ def test_repo_config_resolves_the_default_grid(cfg, schema):
         assert exp["icl"] == {"mode": "random", "shots": 2, "pool_size": None}
         assert exp["generation"] == {
             "model": "previous", "backend": "auto", "dtype": "auto", "max_new_tokens": 128, "temperature": 0.7,
-            "top_p": 0.95, "batch_size": 16, "max_prompt_tokens": 1536, "precision": "auto",
+            "top_p": 0.95, "batch_size": 16, "max_prompt_tokens": 1536, "precision": "fp32",
         }
         assert exp["filter"] == {
             "require_self_id": True, "require_answer_marker": True, "min_chars": 40,
@@ -73,7 +73,7 @@ def test_repo_config_resolves_the_default_grid(cfg, schema):
         assert exp["train"]["lora"] == {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"}
         assert exp["train"]["learning_rate"] == pytest.approx(2.0e-4)
         assert exp["train"]["max_length"] == 512
-        assert exp["train"]["precision"] == "auto"
+        assert exp["train"]["precision"] == "fp32"
 
 
 def load_ablation(name: str, schema, monkeypatch) -> dict:
