@@ -128,6 +128,22 @@ def test_bootstrap_control_config(cfg, schema, monkeypatch):
     other = {**exps["soft_base_generator"], "generation": {**exps["soft_base_generator"]["generation"], "model": "previous"}}
     assert other == exps["soft"]
     assert "config/experiments/bootstrap_control.yaml" in cfg["paper"]["include"]
+    # run on its own it compares the two chains (the default pairs name experiments it lacks)
+    assert control["comparisons"] == [{"experiment": "soft_base_generator", "reference": "soft"}]
+
+
+def test_included_config_may_set_comparisons_but_not_settings(cfg, schema, tmp_path, monkeypatch):
+    from soft.config import included_experiments, paper_settings
+
+    monkeypatch.chdir(tmp_path)
+    ablation = {"experiments": {"soft_x": {"rounds": 2}}, "comparisons": [{"experiment": "soft_x", "reference": "soft"}]}
+    Path("ablation.yaml").write_text(yaml.safe_dump(ablation))
+    config = {**cfg, "paper": {"include": ["ablation.yaml"]}}
+    merged, panels = included_experiments(config, paper_settings(config, schema), schema)
+    assert "soft_x" in merged and panels[0]["experiments"] == ["soft_x"]
+    Path("ablation.yaml").write_text(yaml.safe_dump({**ablation, "defaults": {"rounds": 2}}))
+    with pytest.raises(SoftError, match=r"paper.include\[0\].*also changes defaults; only configs that differ"):
+        included_experiments(config, paper_settings(config, schema), schema)
 
 
 def test_extends_merges_sections_and_replaces_experiments(tmp_path, monkeypatch):

@@ -299,7 +299,9 @@ def paper_settings(config: dict, schema: dict | None = None) -> dict:
 
 # Sections an ablation config may set and still be included in the paper grid: its
 # experiments run with the including config's settings (evaluation included).
-INCLUDABLE_KEYS = {"extends", "run_name", "evaluation", "experiments"}
+# An included config's `comparisons` are what it compares when run on its own; in the
+# paper each of its experiments is compared with its judge reference (its panel) instead.
+INCLUDABLE_KEYS = {"extends", "run_name", "evaluation", "experiments", "comparisons"}
 
 
 def included_experiments(config: dict, paper: dict, schema: dict | None = None) -> tuple[dict, list[dict]]:
