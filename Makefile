@@ -70,9 +70,11 @@ FORECAST_ARGS ?=
 forecast: setup
 	$(PY) -m soft.forecast --device $(DEVICE) --out results/forecast $(FORECAST_ARGS)
 
-# Unit tests, dry-run DAG tests and one tiny end-to-end run (tests/test_e2e.py).
+# Unit tests and dry-run DAG tests on every core (pytest-xdist; most of their time is
+# Snakemake and Python start-up, one core each), then one tiny end-to-end run
+# (tests/test_e2e.py, its own two-core Snakemake run).
 test: setup
-	$(PY) -m pytest -m "not embedded and not slurm and not e2e and not vllm" -q
+	$(PY) -m pytest -n auto --dist loadgroup -m "not embedded and not slurm and not e2e and not vllm" -q --durations=10
 	$(PY) -m pytest tests/test_e2e.py -q
 
 # vLLM for real (.venv-vllm): the generation rule with backend vllm, the endpoint judge

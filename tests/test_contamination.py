@@ -20,6 +20,8 @@ from soft.benchmarks import SDIST_SHA256, SDIST_SPEC, prepare_benchmarks
 from soft.contamination import NGRAM, QuestionIndex, benchmark_questions, overlaps
 
 REPO = Path(__file__).resolve().parents[1]
+# one pytest-xdist worker runs them all, so a fresh clone downloads the sdist once
+pytestmark = pytest.mark.xdist_group("bigbench_sdist")
 OWN_FILES = ["prompts.jsonl", "validation.jsonl", "probe_prompts.jsonl", "exemplars.jsonl"]
 
 
