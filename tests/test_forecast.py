@@ -275,3 +275,10 @@ def test_calibrate_and_validate_read_a_run_folders_benchmark_files(tmp_path):
     table, total = fc.validate(run, None, fc.load_calibration(out))
     assert [a["rule"] for a in table] == ["generate_responses"] and total["jobs"] == 3
     assert abs(total["error"]) < 1e-3
+    # kept as totals and a chain spec, the run validates the same after its folder is gone
+    csv_path, json_path = fc.record_run(run, None, tmp_path / "kept/run.csv", "a test run")
+    assert json.loads(json_path.read_text())["decisions"] == {"soft": [False], "soft_plus": [False]}
+    assert json.loads(json_path.read_text())["kept"] == {"single_round": [20], "soft": [6], "soft_plus": [4]}
+    kept_table, kept_total = fc.validate_totals(csv_path, fc.load_calibration(out))
+    assert kept_total["jobs"] == 3 and kept_total["measured_s"] == pytest.approx(total["measured_s"], abs=0.2)
+    assert kept_total["forecast_s"] == pytest.approx(total["forecast_s"], rel=1e-6)

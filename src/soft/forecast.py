@@ -720,6 +720,8 @@ def chain_folder(spec_path: Path, folder: Path) -> tuple[Path, Path | None, list
     for name in ("config", "Snakefile", "rules", "workflow", "envs"):
         (folder / name).symlink_to(REPO / name)
     configfile = None
+    if spec.get("config", "config/config.yaml") != "config/config.yaml":
+        configfile = folder / spec["config"]  # an ablation config, through the linked config/
     if spec.get("config_overrides"):
         cfg = deep_merge(yaml.safe_load((REPO / "config/config.yaml").read_text()), spec["config_overrides"])
         if "experiments" in spec["config_overrides"]:
@@ -737,6 +739,43 @@ def chain_folder(spec_path: Path, folder: Path) -> tuple[Path, Path | None, list
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text("{}\n" * n)
     return folder, configfile, list(spec.get("targets", []))
+
+
+def record_run(run: Path, configfile: Path | None, out_csv: Path, about: str,
+               targets: list[str] | None = None) -> tuple[Path, Path]:
+    """A finished run kept as what validate_totals reads: per-rule totals of its benchmark
+    files (CSV) and its chain (config, decisions, kept answers per round: the .json of the
+    same name), so the validation can be rerun after the run folder is gone."""
+    rows = [r for r in measured_rows(run, configfile, targets, calibration={"rules": {}})
+            if r["measured_s"] is not None and r["rule"] in MODEL_RULES]
+    totals: dict[str, dict] = {}
+    for r in rows:
+        t = totals.setdefault(r["rule"], {"jobs": 0, "seconds": 0.0, "peak": 0.0})
+        t["jobs"] += 1
+        t["seconds"] += r["measured_s"]
+        t["peak"] = max(t["peak"], r["measured_rss"] or 0.0)
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    with open(out_csv, "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["rule", "jobs", "seconds", "peak_rss_mb", "source"])
+        for rule, t in sorted(totals.items()):
+            w.writerow([rule, t["jobs"], round(t["seconds"], 1), round(t["peak"]),
+                        f"the sum of the run's benchmarks/ files ({about})"])
+    decisions: dict[str, list[bool]] = {}
+    for p in sorted((run / "results").glob("*/validation/round*_decision.json")):
+        k = int(re.fullmatch(r"round(\d+)_decision\.json", p.name).group(1))
+        decisions.setdefault(p.parts[-3], []).append((k, bool(json.loads(p.read_text())["continue"])))
+    kept: dict[str, list[int]] = {}
+    for (exp, k), n in sorted(kept_counts(run).items()):
+        kept.setdefault(exp, []).append(n)
+    config = str(configfile.relative_to(run)) if configfile and configfile.is_relative_to(run) else (
+        str(configfile) if configfile else "config/config.yaml")
+    spec = {"about": about, "config": config, "targets": list(targets or []),
+            "decisions": {e: [go for _, go in sorted(v)] for e, v in sorted(decisions.items())},
+            "kept": kept}
+    out_json = out_csv.with_suffix(".json")
+    out_json.write_text(json.dumps(spec, indent=1) + "\n")
+    return out_csv, out_json
 
 
 def stage_points(run: Path, configfile: Path | None, totals: dict[str, dict],
@@ -955,9 +994,17 @@ def _validate(args) -> int:
     return 1 if abs(total["error"]) > args.max_error else 0
 
 
+def _record(args) -> int:
+    run = Path(args.run)
+    configfile = run / args.configfile if args.configfile else None
+    for path in record_run(run, configfile, Path(args.out), args.about):
+        print(f"wrote {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = ("calibrate", "validate", "slurm-profile", "forecast")
+    commands = ("calibrate", "validate", "record", "slurm-profile", "forecast")
     command = argv.pop(0) if argv and argv[0] in commands else "forecast"
     p = argparse.ArgumentParser(prog=f"python -m soft.forecast {command}", description=__doc__.split("\n")[0])
     if command in ("forecast", "slurm-profile"):
@@ -987,10 +1034,15 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--totals", help="or a run measured as stage totals (config/forecast/*.csv)")
         p.add_argument("--calibration", help="calibration file (default: the checked-in one)")
         p.add_argument("--max-error", type=float, default=0.30)
+    if command == "record":
+        p.add_argument("--run", required=True, help="a finished run folder (its benchmarks/ files)")
+        p.add_argument("--configfile", help="its config, relative to the run folder")
+        p.add_argument("--about", required=True, help="what run this is (commit, date, machine)")
+        p.add_argument("--out", required=True, metavar="CSV", help="config/forecast/<name>.csv (and .json)")
     args = p.parse_args(argv)
     try:
         return {"forecast": _forecast, "slurm-profile": _slurm, "calibrate": _calibrate,
-                "validate": _validate}[command](args)
+                "validate": _validate, "record": _record}[command](args)
     except SoftError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
