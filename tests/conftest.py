@@ -26,3 +26,14 @@ def snakemake(workdir: Path, configfile: Path, *args: str, timeout: int = 600,
 @pytest.fixture
 def run_snakemake():
     return snakemake
+
+
+@pytest.fixture(scope="session")
+def signals_run(tmp_path_factory) -> Path:
+    """One clean tiny run with every signal (tiny.SIGNALS_CONFIG), made once per session:
+    the determinism test's first run and the kill-and-resume test's reference."""
+    from tiny import SIGNALS_CONFIG, tiny_config
+
+    workdir = tmp_path_factory.mktemp("signals_run")
+    snakemake(workdir, tiny_config(workdir, **SIGNALS_CONFIG))
+    return workdir

@@ -21,8 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_determinism import SIGNALS_CONFIG, digests
-from tiny import REPO, tiny_config
+from tiny import REPO, SIGNALS_CONFIG, digests, tiny_config
 
 from soft.io import HOLD_ENV
 
@@ -87,12 +86,11 @@ def kill_inside_write(workdir: Path, cfg: Path, outputs: list[str], timeout: flo
     return None
 
 
-def test_a_kill_at_every_stage_changes_no_output(tmp_path, run_snakemake):
-    ref, work = tmp_path / "reference", tmp_path / "killed"
-    for d in (ref, work):
-        d.mkdir()
-    ref_cfg, cfg = tiny_config(ref, **SIGNALS_CONFIG), tiny_config(work, **SIGNALS_CONFIG)
-    run_snakemake(ref, ref_cfg)
+def test_a_kill_at_every_stage_changes_no_output(tmp_path, run_snakemake, signals_run):
+    # the reference is the session's clean run (tests/conftest.py), also the determinism test's
+    ref, work = signals_run, tmp_path / "killed"
+    work.mkdir()
+    cfg = tiny_config(work, **SIGNALS_CONFIG)
 
     killed = []
     for rule, candidates in STAGES.items():  # in chain order

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import snakemake
-from test_determinism import digests
+from tiny import digests
 from tiny import tiny_config
 
 pytestmark = pytest.mark.slurm

@@ -130,3 +130,30 @@ def tiny_config(workdir: Path, experiments: dict | None = None, chat_template: b
     path = workdir / "config.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
+
+
+# Every file under results/ and resources/ is compared, except these (each with its reason);
+# logs/ and benchmarks/ hold timings and are outside both folders.
+EXCLUDED = {
+    # Snakemake's own job metadata written beside outputs, if any: timestamps by design.
+    ".snakemake_timestamp": "Snakemake's timestamp marker",
+}
+ROOTS = ("results", "resources")
+
+
+SIGNALS_CONFIG = {
+    "experiments": {"soft": {"rounds": 2, "train": {"data": "cumulative"},
+                             "early_stop": {"validation": str(REPO / "config/validation.jsonl"), "patience": 2}}},
+    "evaluation": {"tasks": ["soft_hhh_ab"], "raw_tasks": ["soft_hhh"], "batch_size": 4, "limit": 2,
+                   "probe": {"prompts": str(REPO / "config/probe_prompts.jsonl"), "max_new_tokens": 8},
+                   "judge": {"kind": "local"}},
+}
+
+
+def digests(root: Path) -> dict[str, str]:
+    out = {}
+    for top in ROOTS:
+        for path in sorted((root / top).rglob("*")):
+            if path.is_file() and path.name not in EXCLUDED:
+                out[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
