@@ -217,3 +217,22 @@ def test_no_comparisons_no_lines():
 
     # no per-document samples: an empty comparisons table, as read back from its CSV
     assert comparison_lines(pd.DataFrame(columns=COMPARISON_COLUMNS + ["kind", "n_seeds"])) == []
+
+
+def test_two_sample_files_compared_from_the_command_line(tmp_path, capsys):
+    # e.g. round 0 scored in bf16 against fp32: the means, the paired test and the flips
+    from soft.comparisons import main
+
+    fp32 = write_samples(tmp_path / "fp32.jsonl", {"soft_truthfulqa_mc1": [0, 0, 1, 1, 1, 0],
+                                                   "soft_hhh_ab_harmless": [0, 1], "soft_hhh_ab_honest": [1, 0]})
+    bf16 = write_samples(tmp_path / "bf16.jsonl", {"soft_truthfulqa_mc1": [0, 1, 1, 1, 1, 0],
+                                                   "soft_hhh_ab_harmless": [0, 1], "soft_hhh_ab_honest": [1, 0]})
+    assert main([str(bf16), str(fp32)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[2] == "| HHH | 4 | 0.500 | 0.500 | +0.000 [+0.000, +0.000], p=1 (mcnemar_exact) | 0 |"
+    assert out[3].startswith("| TruthfulQA MC1 | 6 | 0.500 | 0.667 | +0.167 [") and out[3].endswith(
+        "p=1 (mcnemar_exact) | 1 |")
+    assert len(out) == 4  # MC2 and the raw view were not scored
+    other = write_samples(tmp_path / "other.jsonl", {"soft_truthfulqa_mc1": [0, 1]})
+    assert main([str(other), str(fp32)]) == 2
+    assert "scored on different documents" in capsys.readouterr().err

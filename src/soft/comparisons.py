@@ -119,3 +119,50 @@ def write_comparisons(df, path: str | Path) -> None:
 
     with atomic_path(path) as tmp:
         df.to_csv(tmp, index=False, float_format="%.6f", lineterminator="\n")
+
+
+# ------------------------------------------------------------------ two sample files
+
+def compare_files(candidate: str | Path, reference: str | Path, metrics=ALL_METRICS) -> list[dict]:
+    """Two models' per-document results (round{k}_samples.jsonl, or the same model scored
+    two ways, e.g. in bf16 and fp32) on every headline and second-view metric both have:
+    the means, the paired test (soft.stats) and how many documents changed."""
+    from soft.stats import outcomes
+
+    cand, ref = read_samples(candidate), read_samples(reference)
+    rows = []
+    for row, h in zip(compare({0: cand}, {0: ref}, metrics=metrics),
+                      [h for h in metrics if outcomes(cand, h) and outcomes(ref, h)]):
+        c, r = outcomes(cand, h), outcomes(ref, h)
+        rows.append({"label": h.label, **row, "reference_mean": sum(r.values()) / len(r),
+                     "candidate_mean": sum(c.values()) / len(c),
+                     "changed": sum(1 for k in r if abs(c[k] - r[k]) > 1e-9)})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m soft.comparisons CANDIDATE REFERENCE: print the paired comparison."""
+    import argparse
+    import sys
+
+    from soft.stats import format_diff
+
+    p = argparse.ArgumentParser(prog="python -m soft.comparisons", description=main.__doc__.split(": ", 1)[1])
+    p.add_argument("candidate", help="a samples JSONL (results/{exp}/eval/round{k}_samples.jsonl)")
+    p.add_argument("reference", help="another, scored on the same documents")
+    args = p.parse_args(argv)
+    try:
+        rows = compare_files(args.candidate, args.reference)
+    except SoftError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print("| metric | documents | reference | candidate | candidate - reference [95% CI], p | documents changed |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['label']} | {r['n']} | {r['reference_mean']:.3f} | {r['candidate_mean']:.3f} | "
+              f"{format_diff(r)} ({r['test']}) | {r['changed']} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
