@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 SNAKEMAKE := $(VENV)/bin/snakemake
 CORES ?= all
 
-.PHONY: setup vllm-env run paper report dry-run forecast test test-vllm test-e2e test-embedded test-slurm bench clean
+.PHONY: setup vllm-env run paper report dry-run forecast lint test test-vllm test-e2e test-embedded test-slurm bench clean
 
 # uv installs the same pinned requirements as `pip install -r envs/requirements.txt` (the
 # documented path without make) in a third of the time (40 s vs 2 min 2 s here, cold caches):
@@ -73,9 +73,13 @@ forecast: setup
 # Unit tests and dry-run DAG tests on every core (pytest-xdist; most of their time is
 # Snakemake and Python start-up, one core each), then one tiny end-to-end run
 # (tests/test_e2e.py, its own two-core Snakemake run).
-test: setup
+test: setup lint
 	$(PY) -m pytest -n auto --dist loadgroup -m "not embedded and not slurm and not e2e and not vllm" -q --durations=10
 	$(PY) -m pytest tests/test_e2e.py -q
+
+# ruff (pyflakes and pycodestyle errors, pyproject.toml) on the package, scripts and tests.
+lint: setup
+	$(PY) -m ruff check src workflow tests
 
 # vLLM for real (.venv-vllm): the generation rule with backend vllm, the endpoint judge
 # against a vLLM OpenAI server on 127.0.0.1, the backend comparison (about 5 minutes).

@@ -92,7 +92,7 @@ def test_table_holds_chains_of_different_lengths_and_every_signal(collapse_run):
 def test_probe_answers_and_judge_files(collapse_run):
     workdir, _, _ = collapse_run
     n_probe = len((REPO / "config/probe_prompts.jsonl").read_text().splitlines())
-    base = [json.loads(l) for l in (workdir / "results/base_model/probe/round0.jsonl").read_text().splitlines()]
+    base = [json.loads(line) for line in (workdir / "results/base_model/probe/round0.jsonl").read_text().splitlines()]
     assert len(base) == n_probe and all(r["round"] == 0 for r in base)
     judge = json.loads((workdir / "results/patient/judge.json").read_text())
     against = {(c["round"], c["against"]) for c in judge["comparisons"]}

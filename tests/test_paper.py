@@ -267,9 +267,9 @@ def test_write_main_table_markdown_and_csv(df, stops, tmp_path):
     assert lines[2] == ("| model | round | prompts | examples | steps | seeds | HHH | HHH: change from base "
                         "[95% CI], p | TruthfulQA MC1 | TruthfulQA MC1: change from base [95% CI], p | best round "
                         "| HHH at best | TruthfulQA MC1 at best |")
-    base = next(l for l in lines if l.startswith("| base model |"))
+    base = next(line for line in lines if line.startswith("| base model |"))
     assert base.startswith("| base model | 0 | 0 | – | – | 2 | 0.530 ± 0.014 | – |")
-    plus = next(l for l in lines if l.startswith("| soft_plus |"))
+    plus = next(line for line in lines if line.startswith("| soft_plus |"))
     assert f"| 32 | 12.5 | 6 | 1 | {value('soft_hhh_ab', 'soft_plus', 0, 2) + 0.01:.3f} | +0.040 [-0.010, +0.090], " \
            f"p=0.11; seeds [-0.050, +0.130] |" in plus  # one seed: no ±
     assert lines[-3:] == ["- TruthfulQA MC2: not evaluated (add soft_truthfulqa_mc2 to evaluation.tasks)", "",
@@ -294,8 +294,8 @@ def test_write_main_table_latex(df, stops, tmp_path):
     assert r"$0.530 \pm 0.014$" in text
     assert "soft_plus" not in text.replace("% note", "")  # every underscore escaped
     assert "±" not in text and "–" not in text
-    body = [l for l in lines if l.endswith(r"\\")]
-    assert all(l.count("&") == n_cols for l in body)
+    body = [line for line in lines if line.endswith(r"\\")]
+    assert all(line.count("&") == n_cols for line in body)
     assert tex_escape("a_b & c%$#{}~^\\<") == (r"a\_b \& c\%\$\#\{\}\textasciitilde{}\textasciicircum{}"
                                                r"\textbackslash{}$<$")
 

@@ -95,11 +95,11 @@ def test_self_instruct_pool_feeds_a_soft_chain(tmp_path, run_snakemake):
               "banned_words": [], "max_rouge_l": 0.95}
     cfg = tiny_config(tmp_path, experiments={"soft": {"rounds": 2, "prompt_budget": 4}}, prompts=source)
     run_snakemake(tmp_path, cfg, "results/soft/models/round2")
-    pool = [json.loads(l) for l in (tmp_path / SELF_INSTRUCT_POOL).read_text().splitlines()]
+    pool = [json.loads(line) for line in (tmp_path / SELF_INSTRUCT_POOL).read_text().splitlines()]
     stats = json.loads((tmp_path / "results/prompt_pool/self_instruct_stats.json").read_text())
     assert stats["kept"] == len(pool) >= 4 and stats["questions_written"] <= 12 * 2 * 2
     assert all(r["id"].startswith("si-") and r["prompt"] for r in pool)
-    split = [json.loads(l) for k in (1, 2) for l in (tmp_path / f"results/soft/prompts/round{k}.jsonl").read_text().splitlines()]
+    split = [json.loads(line) for k in (1, 2) for line in (tmp_path / f"results/soft/prompts/round{k}.jsonl").read_text().splitlines()]
     assert len(split) == 4 and {r["id"] for r in split} <= {r["id"] for r in pool}
     cfg_text = yaml.safe_load(cfg.read_text())
     assert cfg_text["prompts"]["source"] == "self_instruct"

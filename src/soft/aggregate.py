@@ -230,7 +230,7 @@ def comparison_lines(comparisons) -> list[str]:
     keep = comparisons[(comparisons.kind != "round0").to_numpy() & wanted]
     if not len(keep):
         return []
-    labels = {(t, m): l for t, m, l in HEADLINE} | {("judge", "preference"): "judge preference - 0.5"}
+    labels = {(t, m): label for t, m, label in HEADLINE} | {("judge", "preference"): "judge preference - 0.5"}
     lines = ["", "Paired comparisons (candidate - reference; 95% CI; p from exact McNemar on 0/1 outcomes, "
              "Wilcoxon on continuous ones; t over seeds where several):", "",
              "| experiment | round | reference | reference round | metric | n | diff [95% CI], p | test |",
@@ -271,7 +271,7 @@ def plot_metric_vs_round(df, png_path: str | Path, pdf_path: str | Path, compari
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [(t, m, l) for t, m, l in HEADLINE if ((df.task == t) & (df.metric == m)).any()]
+    panels = [(t, m, label) for t, m, label in HEADLINE if ((df.task == t) & (df.metric == m)).any()]
     fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(4.2 * max(len(panels), 1), 3.4),
                              squeeze=False)
     for ax, (task, metric, label) in zip(axes[0], panels):

@@ -317,7 +317,7 @@ def _yaml_text(cfg: dict) -> str:
 
     def _str(dumper: yaml.SafeDumper, data: str) -> yaml.Node:
         # multi-line prompts as literal blocks, so the YAML reads like the prompt
-        style = "|" if "\n" in data and not any(l != l.rstrip() for l in data.split("\n")) else None
+        style = "|" if "\n" in data and not any(line != line.rstrip() for line in data.split("\n")) else None
         return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
 
     Dumper.add_representer(str, _str)

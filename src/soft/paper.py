@@ -245,8 +245,8 @@ def main_table(df, fixed: dict, experiments: list[str], best: dict | None = None
         else:
             notes.append(f"{label}: {ABSENT_NOTES.get(task, f'no {task} {metric} rows')}")
     if best is not None:
-        best_cols = ["best round"] + [f"{l} at best" for t, m, l in MAIN_COLUMNS if f"{l}" in columns]
-        all_columns += ["best round"] + [f"{l} at best" for _, _, l in MAIN_COLUMNS]
+        best_cols = ["best round"] + [f"{label} at best" for t, m, label in MAIN_COLUMNS if f"{label}" in columns]
+        all_columns += ["best round"] + [f"{label} at best" for _, _, label in MAIN_COLUMNS]
         columns += best_cols
     table = pd.DataFrame(records, columns=all_columns)
     table = table[columns].reset_index(drop=True)
@@ -425,9 +425,9 @@ def plot_benchmarks(df, selected: dict, experiments: list[str], png: str | Path,
     import matplotlib
 
     points, notes = _model_points(df, selected, experiments, base_label)
-    benches = [(t, m, l) for t, m, l in MAIN_COLUMNS if t != JUDGE_TASK]
+    benches = [(t, m, label) for t, m, label in MAIN_COLUMNS if t != JUDGE_TASK]
     present = [b for b in benches if any(_values(rows, b[0], b[1]) for _, _, rows in points)]
-    notes += [f"{l}: no data, left out" for t, m, l in benches if (t, m, l) not in present]
+    notes += [f"{label}: no data, left out" for t, m, label in benches if (t, m, label) not in present]
     colours = {base_label: BASE_COLOUR, **experiment_colours(experiments)}
     with matplotlib.rc_context(STYLE):
         fig, (ax,), _ = _figure(wide=True, height=2.6)
@@ -456,7 +456,7 @@ def plot_benchmarks(df, selected: dict, experiments: list[str], png: str | Path,
                        label=label, error_kw={"elinewidth": 0.8, "capthick": 0.8})
             ax.set_xticks(range(len(present)))
             # two-line tick labels: "TruthfulQA MC1" side by side would run into each other
-            ax.set_xticklabels([l.replace(" ", "\n", 1) for _, _, l in present])
+            ax.set_xticklabels([label.replace(" ", "\n", 1) for _, _, label in present])
             ax.set_xlim(-0.5, len(present) - 0.5)
             ax.set_ylim(0, min(1.0, top * 1.1 + 0.02) if top > 0 else 1.0)
             ax.set_ylabel("accuracy")
@@ -480,7 +480,7 @@ def plot_rounds(summary, experiments: list[str], png: str | Path, pdf: str | Pat
     shown = [e for e in experiments if (sub.experiment == e).any()]
     notes += [f"{e}: no rows, left out" for e in experiments if e not in shown]
     panels = [p for p in ROUND_PANELS if ((sub.task == p[0]) & (sub.metric == p[1])).any()]
-    notes += [f"{l}: no data, panel left out" for t, m, l in ROUND_PANELS if (t, m, l) not in panels]
+    notes += [f"{label}: no data, panel left out" for t, m, label in ROUND_PANELS if (t, m, label) not in panels]
     colours = experiment_colours(experiments)
     n = max(len(panels), 1)
     last = int(sub["round"].max()) if len(sub) else 1
