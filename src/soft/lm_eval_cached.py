@@ -47,21 +47,28 @@ def prefix_groups(inputs: list[tuple[int, ...]], caps: list[int], min_prefix: in
     """Group token sequences that share a start of at least `min_prefix` tokens.
 
     `caps[i]` bounds how much of sequence i may go into a prefix (so that every position
-    whose logits are scored lies after it). Sequences sorted lexicographically: neighbours
-    sharing >= min_prefix tokens are linked, and a group's common prefix is the smallest
-    neighbour overlap (and cap) inside it, so it is always >= min_prefix. Returns
-    (prefix length, indices) for each group of two or more sequences; the rest are left out.
+    whose logits are scored lies after it). Sequences sorted lexicographically: a sequence
+    joins its left neighbour's group while the group's common prefix (the smallest
+    neighbour overlap and cap inside it, so always >= min_prefix) stays at least half of
+    what it was, and while the sequence shares no more than twice that with its right
+    neighbour. So requests that share only a short start with each other (the system
+    prompt of the layout view, before each document) are split where each document's own
+    context begins: each document's context is then computed once for all its choices,
+    instead of every group being cut back to the short start. Returns (prefix length,
+    indices) for each group of two or more sequences; the rest are left out.
     """
     order = sorted((i for i in range(len(inputs)) if caps[i] >= min_prefix), key=lambda i: inputs[i])
+    right = [common_prefix_len(inputs[a], inputs[b]) for a, b in zip(order, order[1:])] + [0]
     groups: list[tuple[int, list[int]]] = []
     members: list[int] = []
     plen = 0
-    for i in order:
+    for pos, i in enumerate(order):
         if members:
-            lcp = common_prefix_len(inputs[members[-1]], inputs[i])
-            if lcp >= min_prefix:
+            merged = min(plen, right[pos - 1], caps[i])
+            longer_ahead = min(right[pos], caps[i]) > 2 * merged
+            if merged >= min_prefix and (len(members) == 1 or 2 * merged >= plen) and not longer_ahead:
                 members.append(i)
-                plen = min(plen, lcp, caps[i])
+                plen = merged
                 continue
             if len(members) > 1:
                 groups.append((plen, members))
