@@ -490,10 +490,10 @@ def test_evaluation_settings(cfg, schema):
              "raw_tasks": ["soft_hhh", "soft_bigbench_truthfulqa_mc1"]}
     assert evaluation_settings({}, schema) == {**views, "batch_size": 4, "precision": "fp32", "probe": probe,
                                                "judge": judge}
+    # the repository's default: the layout view only, no judge (README "Evaluation")
     assert evaluation_settings(cfg, schema) == {
-        **views, "batch_size": 4, "limit": 26, "precision": "fp32",
-        "probe": {**probe, "prompts": "config/probe_prompts.jsonl", "max_prompts": 16},
-        "judge": {**judge, "kind": "local", "reference": "single_round"}}
+        **views, "raw_tasks": [], "batch_size": 4, "limit": 26, "precision": "fp32",
+        "probe": {**probe, "prompts": "config/probe_prompts.jsonl", "max_prompts": 16}, "judge": judge}
     assert evaluation_settings({"evaluation": {"tasks": ["soft_hhh"]}}, schema) == {
         "tasks": ["soft_hhh"], "raw_tasks": views["raw_tasks"], "batch_size": 4, "precision": "fp32", "probe": probe,
         "judge": judge}
