@@ -768,9 +768,18 @@ def record_run(run: Path, configfile: Path | None, out_csv: Path, about: str,
     kept: dict[str, list[int]] = {}
     for (exp, k), n in sorted(kept_counts(run).items()):
         kept.setdefault(exp, []).append(n)
-    config = str(configfile.relative_to(run)) if configfile and configfile.is_relative_to(run) else (
-        str(configfile) if configfile else "config/config.yaml")
-    spec = {"about": about, "config": config, "targets": list(targets or []),
+    # the run's own resolved config, whole: the repository's config/config.yaml moves on,
+    # and chain_folder merges this over whatever it has become
+    from soft.config import extend_config
+
+    here = Path.cwd()
+    os.chdir(run)  # `extends` paths are relative to the run folder
+    try:
+        resolved = extend_config(yaml.safe_load((configfile or run / "config/config.yaml").read_text()))
+    finally:
+        os.chdir(here)
+    spec = {"about": about, "config": "config/config.yaml", "config_overrides": resolved,
+            "targets": list(targets or []),
             "decisions": {e: [go for _, go in sorted(v)] for e, v in sorted(decisions.items())},
             "kept": kept}
     out_json = out_csv.with_suffix(".json")
