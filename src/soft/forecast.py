@@ -742,12 +742,13 @@ def chain_folder(spec_path: Path, folder: Path) -> tuple[Path, Path | None, list
 
 
 def record_run(run: Path, configfile: Path | None, out_csv: Path, about: str,
-               targets: list[str] | None = None) -> tuple[Path, Path]:
+               targets: list[str] | None = None, experiments: list[str] | None = None) -> tuple[Path, Path]:
     """A finished run kept as what validate_totals reads: per-rule totals of its benchmark
     files (CSV) and its chain (config, decisions, kept answers per round: the .json of the
     same name), so the validation can be rerun after the run folder is gone."""
     rows = [r for r in measured_rows(run, configfile, targets, calibration={"rules": {}})
-            if r["measured_s"] is not None and r["rule"] in MODEL_RULES]
+            if r["measured_s"] is not None and r["rule"] in MODEL_RULES
+            and (not experiments or r["exp"] in experiments)]
     totals: dict[str, dict] = {}
     for r in rows:
         t = totals.setdefault(r["rule"], {"jobs": 0, "seconds": 0.0, "peak": 0.0})
@@ -779,7 +780,7 @@ def record_run(run: Path, configfile: Path | None, out_csv: Path, about: str,
     finally:
         os.chdir(here)
     spec = {"about": about, "config": "config/config.yaml", "config_overrides": resolved,
-            "targets": list(targets or []),
+            "targets": list(targets or []), **({"experiments": list(experiments)} if experiments else {}),
             "decisions": {e: [go for _, go in sorted(v)] for e, v in sorted(decisions.items())},
             "kept": kept}
     out_json = out_csv.with_suffix(".json")
@@ -788,10 +789,14 @@ def record_run(run: Path, configfile: Path | None, out_csv: Path, about: str,
 
 
 def stage_points(run: Path, configfile: Path | None, totals: dict[str, dict],
-                 targets: list[str] | None = None, calibration: dict | None = None) -> dict[str, dict]:
+                 targets: list[str] | None = None, calibration: dict | None = None,
+                 experiments: list[str] | None = None) -> dict[str, dict]:
     """Per rule of `totals`: the forecast's jobs summed over the run's jobs of that rule
-    (the run folder holds the decisions and kept answers that fix its chain)."""
+    (the run folder holds the decisions and kept answers that fix its chain), only those
+    of `experiments` when given (the totals of a run that reused other chains' jobs)."""
     rows = measured_rows(run, configfile, targets, calibration={"rules": {}} if calibration is None else calibration)
+    if experiments:
+        rows = [r for r in rows if r["exp"] in experiments]
     out = {}
     for rule, t in totals.items():
         mine = [r for r in rows if r["rule"] == rule]
@@ -876,8 +881,9 @@ def validate_totals(csv_path: Path, calibration: dict | None = None) -> tuple[li
     """validate() for a run measured as stage totals (config/forecast/*.csv + .json)."""
     with tempfile.TemporaryDirectory(prefix="soft_chain_") as tmp:
         run, configfile, targets = chain_folder(csv_path.with_suffix(".json"), Path(tmp))
+        experiments = json.loads(csv_path.with_suffix(".json").read_text()).get("experiments")
         points = stage_points(run, configfile, read_stage_totals(csv_path), targets,
-                              calibration if calibration is not None else load_calibration())
+                              calibration if calibration is not None else load_calibration(), experiments)
     table = [{"rule": rule, "jobs": p["jobs"], "forecast_s": p["forecast_s"], "measured_s": p["s"],
               "forecast_peak_mb": p["forecast_peak_mb"], "measured_peak_mb": p["max_rss"] or 0.0}
              for rule, p in points.items()]
@@ -1006,7 +1012,7 @@ def _validate(args) -> int:
 def _record(args) -> int:
     run = Path(args.run)
     configfile = run / args.configfile if args.configfile else None
-    for path in record_run(run, configfile, Path(args.out), args.about):
+    for path in record_run(run, configfile, Path(args.out), args.about, experiments=args.experiment or None):
         print(f"wrote {path}")
     return 0
 
@@ -1048,6 +1054,9 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--configfile", help="its config, relative to the run folder")
         p.add_argument("--about", required=True, help="what run this is (commit, date, machine)")
         p.add_argument("--out", required=True, metavar="CSV", help="config/forecast/<name>.csv (and .json)")
+        p.add_argument("--experiment", action="append", default=[],
+                       help="only this experiment's jobs (repeatable; e.g. the new chain of an ablation "
+                            "that reused the grid's)")
     args = p.parse_args(argv)
     try:
         return {"forecast": _forecast, "slurm-profile": _slurm, "calibrate": _calibrate,
