@@ -24,7 +24,6 @@ if not workflow.overwrite_configfiles:
     configfile: "config/config.yaml"
 
 
-
 # An ablation config may name the config it modifies (`extends:`); its experiments replace
 # the base grid. A key that moved (generation.shots -> icl.shots) is named with its new
 # place, before the schema reports it as merely unexpected. The schema check is soft's,
@@ -60,8 +59,7 @@ include: "rules/storage.smk"
 # since Snakemake would cap an oversized job silently instead of failing.
 try:
     check_gpu_requests(
-        {r.name: r.resources.get("gpu").value for r in workflow.rules
-         if isinstance(r.resources.get("gpu").value, int)},
+        {r.name: r.resources.get("gpu").value for r in workflow.rules if isinstance(r.resources.get("gpu").value, int)},
         workflow.global_resources.get("gpu").value,
     )
 except SoftError as e:
@@ -69,6 +67,6 @@ except SoftError as e:
 
 
 rule all:
+    default_target: True
     input:
         final_outputs(),
-    default_target: True

@@ -11,19 +11,19 @@ rule aggregate_metrics:
         csv=report(f"{TABLES_DIR}/metrics.csv", caption="../workflow/report/metrics.rst", category="Grid"),
         md=f"{TABLES_DIR}/metrics.md",
         comparisons=f"{TABLES_DIR}/comparisons.csv",
+    log:
+        f"logs/aggregate_metrics{LOG_SUFFIX}.log",
+    conda:
+        "../envs/report.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        gpu=0,
     params:
         entries=table_entries,
         judges=judge_files,
         comparisons=comparison_specs,
         judge=JUDGE_IN_TABLE,
-    log:
-        f"logs/aggregate_metrics{LOG_SUFFIX}.log",
-    threads: 1
-    resources:
-        mem_mb=1000,
-        gpu=0,
-    conda:
-        "../envs/report.yaml"
     script:
         "../workflow/scripts/aggregate_metrics.py"
 
@@ -34,19 +34,19 @@ rule plot_metrics:
         comparisons=f"{TABLES_DIR}/comparisons.csv",
         stops=stop_files(),
     output:
-        png=report(f"{FIGURES_DIR}/metric_vs_round.png", caption="../workflow/report/grid_figures.rst",
-                   category="Grid"),
+        png=report(f"{FIGURES_DIR}/metric_vs_round.png", caption="../workflow/report/grid_figures.rst", category="Grid"),
         pdf=f"{FIGURES_DIR}/metric_vs_round.pdf",
-        collapse_png=report(f"{FIGURES_DIR}/collapse.png", caption="../workflow/report/grid_figures.rst",
-                            category="Grid"),
+        collapse_png=report(
+            f"{FIGURES_DIR}/collapse.png", caption="../workflow/report/grid_figures.rst", category="Grid"
+        ),
         collapse_pdf=f"{FIGURES_DIR}/collapse.pdf",
     log:
         f"logs/plot_metrics{LOG_SUFFIX}.log",
+    conda:
+        "../envs/report.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         gpu=0,
-    conda:
-        "../envs/report.yaml"
     script:
         "../workflow/scripts/plot_metrics.py"

@@ -69,8 +69,10 @@ try:
         si = SelfInstructSettings.from_config(PROMPT_SOURCE)
         n_types = count_types(si.question_types)
         n_prompts = n_types * si.max_pool
-        prompts_label = (f"the self-instruct pool ({n_types} types x {si.topics_per_type} topics x "
-                         f"{si.questions_per_topic} questions, before deduplication)")
+        prompts_label = (
+            f"the self-instruct pool ({n_types} types x {si.topics_per_type} topics x "
+            f"{si.questions_per_topic} questions, before deduplication)"
+        )
     EXEMPLAR_POOL = load_exemplars(config["exemplars"])
     load_principles(config["principles"])  # checked now, not when the first job reads it
     check_pool_sizes(NAMED_EXPERIMENTS, n_prompts, len(EXEMPLAR_POOL), prompts_label, config["exemplars"])
@@ -92,8 +94,11 @@ except SoftError as e:
 
 SEED = config.get("seed", 0)
 # What lm-eval's result depends on (the probe and judge settings are not).
-LM_EVAL_SETTINGS = {k: EVALUATION[k] for k in ("tasks", "raw_tasks", "batch_size", "limit", "model_class", "precision")
-                    if k in EVALUATION}
+LM_EVAL_SETTINGS = {
+    k: EVALUATION[k]
+    for k in ("tasks", "raw_tasks", "batch_size", "limit", "model_class", "precision")
+    if k in EVALUATION
+}
 PROBE = EVALUATION["probe"]
 JUDGE = EVALUATION["judge"]
 PROBES = PROBE.get("prompts") is not None
@@ -269,8 +274,11 @@ def cumulative_prompts(exp, k):
 # Validation settings shared by every experiment that stops early, when they all use the
 # same set and metric (patience may differ): the base model (round 0) is then validated
 # once, under BASE_MODEL_EXP.
-_VALIDATIONS = {json.dumps({k: cfg["early_stop"][k] for k in ("validation", "metric")}, sort_keys=True)
-                for cfg in EXPERIMENTS.values() if cfg["early_stop"].get("validation") is not None}
+_VALIDATIONS = {
+    json.dumps({k: cfg["early_stop"][k] for k in ("validation", "metric")}, sort_keys=True)
+    for cfg in EXPERIMENTS.values()
+    if cfg["early_stop"].get("validation") is not None
+}
 SHARED_VALIDATION = json.loads(next(iter(_VALIDATIONS))) if len(_VALIDATIONS) == 1 else None
 
 
@@ -374,18 +382,20 @@ def table_entries(wildcards=None, experiments=None):
     entries = []
     for exp in GRID if experiments is None else experiments:
         for k in range(rounds_run(exp) + 1):
-            entries.append({
-                "experiment": exp,
-                "round": k,
-                "n_train_prompts": cumulative_prompts(exp, k),
-                "eval": eval_path(exp, k),
-                "samples": samples_path(exp, k),
-                "validation": validation_path(exp, k) if stops_early(exp) else None,
-                "diagnostics": diagnostics_path(exp, k) if PROBES else None,
-                "filter": f"results/{exp}/data/round{k}_filter.json" if k >= 1 else None,
-                "train_filters": trained_filters(exp, k),
-                "model": model_dir(exp, k) if k >= 1 else None,
-            })
+            entries.append(
+                {
+                    "experiment": exp,
+                    "round": k,
+                    "n_train_prompts": cumulative_prompts(exp, k),
+                    "eval": eval_path(exp, k),
+                    "samples": samples_path(exp, k),
+                    "validation": validation_path(exp, k) if stops_early(exp) else None,
+                    "diagnostics": diagnostics_path(exp, k) if PROBES else None,
+                    "filter": f"results/{exp}/data/round{k}_filter.json" if k >= 1 else None,
+                    "train_filters": trained_filters(exp, k),
+                    "model": model_dir(exp, k) if k >= 1 else None,
+                }
+            )
     return entries
 
 
@@ -411,15 +421,24 @@ def comparison_specs(wildcards=None, experiments=None, by_name=False, panels=())
     runs = {}
     for inst in GRID if experiments is None else experiments:
         cfg = EXPERIMENTS[inst]
-        runs[inst] = {"experiment": cfg["name"] if by_name else inst, "seed": cfg["seed"],
-                      "rounds_run": rounds_run(inst)}
+        runs[inst] = {
+            "experiment": cfg["name"] if by_name else inst,
+            "seed": cfg["seed"],
+            "rounds_run": rounds_run(inst),
+        }
     pairs = comparison_pairs(COMPARISONS, panels)
     if not by_name:
-        pairs = [{"experiment": instance_of(p["experiment"], cfg["seed"]),
-                  "reference": instance_of(p["reference"], cfg["seed"])}
-                 for p in pairs for inst, cfg in EXPERIMENTS.items()
-                 if cfg["name"] == p["experiment"] and inst in runs
-                 and any(c["name"] == p["reference"] and c["seed"] == cfg["seed"] for c in EXPERIMENTS.values())]
+        pairs = [
+            {
+                "experiment": instance_of(p["experiment"], cfg["seed"]),
+                "reference": instance_of(p["reference"], cfg["seed"]),
+            }
+            for p in pairs
+            for inst, cfg in EXPERIMENTS.items()
+            if cfg["name"] == p["experiment"]
+            and inst in runs
+            and any(c["name"] == p["reference"] and c["seed"] == cfg["seed"] for c in EXPERIMENTS.values())
+        ]
     return plan_comparisons(runs, pairs, samples_path)
 
 
@@ -469,8 +488,19 @@ def paper_figures():
 
 
 def paper_outputs():
-    files = [f"{PAPER_DIR}/{name}" for name in (
-        "metrics_by_seed.csv", "metrics_summary.csv", "main_table.csv", "main_table.md", "main_table.tex",
-        "provenance.json")]
-    return (files + [f"{PAPER_DIR}/{stem}.{ext}" for stem in paper_figures() for ext in ("png", "pdf")]
-            + removal_files(PAPER_EXPERIMENTS))
+    files = [
+        f"{PAPER_DIR}/{name}"
+        for name in (
+            "metrics_by_seed.csv",
+            "metrics_summary.csv",
+            "main_table.csv",
+            "main_table.md",
+            "main_table.tex",
+            "provenance.json",
+        )
+    ]
+    return (
+        files
+        + [f"{PAPER_DIR}/{stem}.{ext}" for stem in paper_figures() for ext in ("png", "pdf")]
+        + removal_files(PAPER_EXPERIMENTS)
+    )

@@ -10,22 +10,22 @@ rule score_pool_difficulty:
         principles=config["principles"],
     output:
         "results/{exp}/curriculum/pool_scores.jsonl",
+    log:
+        "logs/{exp}/score_pool_difficulty.log",
+    benchmark:
+        "benchmarks/{exp}/score_pool_difficulty.tsv"
+    conda:
+        "../envs/train.yaml"
+    threads: resources_of("score_difficulty")["threads"]
+    resources:
+        mem_mb=resources_of("score_difficulty")["mem_mb"],
+        gpu=resources_of("score_difficulty")["gpu"],
     params:
         curriculum=curriculum_of,
         prompt_budget=lambda w: experiment(w)["prompt_budget"],
         max_length=lambda w: experiment(w)["train"]["max_length"],
         seed=seed_of,
         layout=LAYOUT,
-    log:
-        "logs/{exp}/score_pool_difficulty.log",
-    benchmark:
-        "benchmarks/{exp}/score_pool_difficulty.tsv"
-    threads: resources_of("score_difficulty")["threads"]
-    resources:
-        mem_mb=resources_of("score_difficulty")["mem_mb"],
-        gpu=resources_of("score_difficulty")["gpu"],
-    conda:
-        "../envs/train.yaml"
     script:
         "../workflow/scripts/score_difficulty.py"
 
@@ -37,20 +37,20 @@ rule score_round_difficulty:
         principles=config["principles"],
     output:
         "results/{exp}/curriculum/round{k}_scores.jsonl",
+    log:
+        "logs/{exp}/score_round_difficulty/round{k}.log",
+    benchmark:
+        "benchmarks/{exp}/score_round_difficulty/round{k}.tsv"
+    conda:
+        "../envs/train.yaml"
+    threads: resources_of("score_difficulty")["threads"]
+    resources:
+        mem_mb=resources_of("score_difficulty")["mem_mb"],
+        gpu=resources_of("score_difficulty")["gpu"],
     params:
         curriculum=curriculum_of,
         max_length=lambda w: experiment(w)["train"]["max_length"],
         seed=seed_of,
         layout=LAYOUT,
-    log:
-        "logs/{exp}/score_round_difficulty/round{k}.log",
-    benchmark:
-        "benchmarks/{exp}/score_round_difficulty/round{k}.tsv"
-    threads: resources_of("score_difficulty")["threads"]
-    resources:
-        mem_mb=resources_of("score_difficulty")["mem_mb"],
-        gpu=resources_of("score_difficulty")["gpu"],
-    conda:
-        "../envs/train.yaml"
     script:
         "../workflow/scripts/score_difficulty.py"

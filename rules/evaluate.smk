@@ -12,19 +12,19 @@ rule evaluate_model:
         result="results/{exp}/eval/round{k}.json",
         # per-document metrics, to pair documents across rounds and experiments
         samples="results/{exp}/eval/round{k}_samples.jsonl",
-    params:
-        settings=LM_EVAL_SETTINGS,
-        seed=seed_of,
-        layout=LAYOUT,
     log:
         "logs/{exp}/evaluate_model/round{k}.log",
     benchmark:
         "benchmarks/{exp}/evaluate_model/round{k}.tsv"
+    conda:
+        "../envs/eval.yaml"
     threads: resources_of("evaluate_model")["threads"]
     resources:
         mem_mb=resources_of("evaluate_model")["mem_mb"],
         gpu=resources_of("evaluate_model")["gpu"],
-    conda:
-        "../envs/eval.yaml"
+    params:
+        settings=LM_EVAL_SETTINGS,
+        seed=seed_of,
+        layout=LAYOUT,
     script:
         "../workflow/scripts/evaluate_model.py"

@@ -11,16 +11,18 @@ rule filter_responses:
     output:
         data="results/{exp}/data/round{k}.jsonl",
         stats="results/{exp}/data/round{k}_filter.json",
+    log:
+        "logs/{exp}/filter_responses/round{k}.log",
+    conda:
+        "../envs/report.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        gpu=0,
     params:
         settings=lambda w: experiment(w)["filter"],
         icl=icl_settings,
         grown_rounds=grown_rounds,
         seed=seed_of,
-    log:
-        "logs/{exp}/filter_responses/round{k}.log",
-    threads: 1
-    resources:
-        mem_mb=1000,
-        gpu=0,
     script:
         "../workflow/scripts/filter_responses.py"

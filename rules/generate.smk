@@ -13,6 +13,16 @@ rule generate_responses:
         grown=grown_data,
     output:
         "results/{exp}/data/round{k}_gen.jsonl",
+    log:
+        "logs/{exp}/generate_responses/round{k}.log",
+    benchmark:
+        "benchmarks/{exp}/generate_responses/round{k}.tsv"
+    conda:
+        generation_env
+    threads: resources_of("generate_responses")["threads"]
+    resources:
+        mem_mb=resources_of("generate_responses")["mem_mb"],
+        gpu=resources_of("generate_responses")["gpu"],
     params:
         settings=generation_settings,
         icl=icl_settings,
@@ -20,15 +30,5 @@ rule generate_responses:
         round=round_of,
         seed=seed_of,
         gpus=job_gpus,
-    log:
-        "logs/{exp}/generate_responses/round{k}.log",
-    benchmark:
-        "benchmarks/{exp}/generate_responses/round{k}.tsv"
-    threads: resources_of("generate_responses")["threads"]
-    resources:
-        mem_mb=resources_of("generate_responses")["mem_mb"],
-        gpu=resources_of("generate_responses")["gpu"],
-    conda:
-        generation_env
     script:
         "../workflow/scripts/generate_responses.py"

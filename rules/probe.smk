@@ -11,20 +11,20 @@ rule probe_model:
     output:
         answers="results/{exp}/probe/round{k}.jsonl",
         diagnostics="results/{exp}/probe/round{k}_diagnostics.json",
-    params:
-        settings=PROBE,
-        seed=seed_of,
-        layout=LAYOUT,
     log:
         "logs/{exp}/probe_model/round{k}.log",
     benchmark:
         "benchmarks/{exp}/probe_model/round{k}.tsv"
+    conda:
+        "../envs/train.yaml"
     threads: resources_of("probe_model")["threads"]
     resources:
         mem_mb=resources_of("probe_model")["mem_mb"],
         gpu=resources_of("probe_model")["gpu"],
-    conda:
-        "../envs/train.yaml"
+    params:
+        settings=PROBE,
+        seed=seed_of,
+        layout=LAYOUT,
     script:
         "../workflow/scripts/probe_model.py"
 
@@ -35,19 +35,19 @@ rule judge_answers:
         judge_model=JUDGE.get("model") or BASE_MODEL_DIR if JUDGE["kind"] == "local" else [],
     output:
         "results/{exp}/judge.json",
-    params:
-        comparisons=lambda w: [(k, label, cand, ref) for k, label, cand, ref in judge_comparisons(w.exp)],
-        settings=JUDGE,
-        layout=JUDGE_LAYOUT,
     log:
         "logs/{exp}/judge_answers.log",
     benchmark:
         "benchmarks/{exp}/judge_answers.tsv"
+    conda:
+        "../envs/train.yaml"
     threads: resources_of("judge_answers")["threads"]
     resources:
         mem_mb=resources_of("judge_answers")["mem_mb"],
         gpu=resources_of("judge_answers")["gpu"],
-    conda:
-        "../envs/train.yaml"
+    params:
+        comparisons=lambda w: [(k, label, cand, ref) for k, label, cand, ref in judge_comparisons(w.exp)],
+        settings=JUDGE,
+        layout=JUDGE_LAYOUT,
     script:
         "../workflow/scripts/judge_answers.py"

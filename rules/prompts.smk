@@ -8,16 +8,18 @@ rule split_prompts:
         scores=split_scores,
     output:
         "results/{exp}/prompts/round{k}.jsonl",
-    params:
-        settings=split_settings,
-        round=round_of,
-        seed=seed_of,
     log:
         "logs/{exp}/split_prompts/round{k}.log",
+    conda:
+        "../envs/report.yaml"
     threads: 1
     resources:
         mem_mb=500,
         gpu=0,
+    params:
+        settings=split_settings,
+        round=round_of,
+        seed=seed_of,
     script:
         "../workflow/scripts/split_prompts.py"
 
@@ -32,19 +34,19 @@ if PROMPT_SOURCE["source"] == "self_instruct":
         output:
             pool=PROMPTS_FILE,
             stats="results/prompt_pool/self_instruct_stats.json",
-        params:
-            settings=PROMPT_SOURCE,
-            seed=SEED,
         log:
             "logs/prompt_pool/write_self_instruct_prompts.log",
         benchmark:
             "benchmarks/prompt_pool/write_self_instruct_prompts.tsv"
+        conda:
+            "../envs/train.yaml"
         threads: resources_of("generate_responses")["threads"]
         resources:
             mem_mb=resources_of("generate_responses")["mem_mb"],
             gpu=resources_of("generate_responses")["gpu"],
-        conda:
-            "../envs/train.yaml"
+        params:
+            settings=PROMPT_SOURCE,
+            seed=SEED,
         script:
             "../workflow/scripts/write_self_instruct_prompts.py"
 
@@ -55,22 +57,22 @@ if PROMPT_SOURCE["source"] == "hub":
     # A download: on a cluster it runs where Snakemake runs, which usually has the network
     # that compute nodes lack.
     rule fetch_prompt_pool:
-        localrule: True
         input:
             # a copy fetched by hand (prompts.local_file) instead of the download
             local=PROMPT_SOURCE.get("local_file") or [],
         output:
             pool=PROMPTS_FILE,
             stats=HUB_POOL_STATS,
-        params:
-            settings=PROMPT_SOURCE,
         log:
             "logs/prompt_pool/fetch_prompt_pool.log",
         benchmark:
             "benchmarks/prompt_pool/fetch_prompt_pool.tsv"
+        localrule: True
         threads: 1
         resources:
             mem_mb=2000,
             gpu=0,
+        params:
+            settings=PROMPT_SOURCE,
         script:
             "../workflow/scripts/fetch_prompt_pool.py"

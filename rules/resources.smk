@@ -4,36 +4,40 @@
 
 
 rule prepare_base_model:
-    localrule: True
     output:
         directory("resources/models/{model}"),
-    params:
-        source=config["base_model"]["source"],
     log:
         "logs/prepare_base_model/{model}.log",
     benchmark:
         "benchmarks/prepare_base_model/{model}.tsv"
+    localrule: True
+    conda:
+        "../envs/train.yaml"
     threads: resources_of("prepare_base_model")["threads"]
     resources:
         mem_mb=resources_of("prepare_base_model")["mem_mb"],
         gpu=0,
+    params:
+        source=config["base_model"]["source"],
     script:
         "../workflow/scripts/prepare_base_model.py"
 
 
 rule fetch_benchmarks:
-    localrule: True
     output:
         directory(BENCHMARK_DIR),
-    params:
-        benchmarks=config["benchmarks"],
     log:
         "logs/fetch_benchmarks.log",
     benchmark:
         "benchmarks/fetch_benchmarks.tsv"
+    localrule: True
+    conda:
+        "../envs/report.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         gpu=0,
+    params:
+        benchmarks=config["benchmarks"],
     script:
         "../workflow/scripts/fetch_benchmarks.py"

@@ -8,14 +8,16 @@ rule remove_round_models:
         stop="results/{exp}/stop.json",
     output:
         "results/{exp}/round_models_removed.json",
-    params:
-        model_round=PAPER["model_round"],
     log:
         "logs/{exp}/remove_round_models.log",
     localrule: True
+    conda:
+        "../envs/report.yaml"
     threads: 1
     resources:
         mem_mb=500,
         gpu=0,
+    params:
+        model_round=PAPER["model_round"],
     script:
         "../workflow/scripts/remove_round_models.py"

@@ -10,6 +10,16 @@ rule train_model:
         scores=training_scores,
     output:
         directory("results/{exp}/models/round{k}"),
+    log:
+        "logs/{exp}/train_model/round{k}.log",
+    benchmark:
+        "benchmarks/{exp}/train_model/round{k}.tsv"
+    conda:
+        "../envs/train.yaml"
+    threads: resources_of("train_model")["threads"]
+    resources:
+        mem_mb=resources_of("train_model")["mem_mb"],
+        gpu=resources_of("train_model")["gpu"],
     params:
         settings=lambda w: experiment(w)["train"],
         curriculum=curriculum_of,
@@ -17,15 +27,5 @@ rule train_model:
         seed=seed_of,
         work_dir=lambda w: f"results/{w.exp}/train_work/round{w.k}",
         layout=LAYOUT,
-    log:
-        "logs/{exp}/train_model/round{k}.log",
-    benchmark:
-        "benchmarks/{exp}/train_model/round{k}.tsv"
-    threads: resources_of("train_model")["threads"]
-    resources:
-        mem_mb=resources_of("train_model")["mem_mb"],
-        gpu=resources_of("train_model")["gpu"],
-    conda:
-        "../envs/train.yaml"
     script:
         "../workflow/scripts/train_model.py"

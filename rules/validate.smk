@@ -11,22 +11,22 @@ rule validate_model:
         benchmarks=lambda w: [] if validation_is_file(w) else BENCHMARK_DIR,
     output:
         "results/{exp}/validation/round{k}.json",
+    log:
+        "logs/{exp}/validate_model/round{k}.log",
+    benchmark:
+        "benchmarks/{exp}/validate_model/round{k}.tsv"
+    conda:
+        "../envs/eval.yaml"
+    threads: resources_of("validate_model")["threads"]
+    resources:
+        mem_mb=resources_of("validate_model")["mem_mb"],
+        gpu=resources_of("validate_model")["gpu"],
     params:
         settings=lambda w: early_stop_of(w.exp),
         batch_size=EVALUATION["batch_size"],
         limit=EVALUATION.get("limit"),
         seed=seed_of,
         layout=LAYOUT,
-    log:
-        "logs/{exp}/validate_model/round{k}.log",
-    benchmark:
-        "benchmarks/{exp}/validate_model/round{k}.tsv"
-    threads: resources_of("validate_model")["threads"]
-    resources:
-        mem_mb=resources_of("validate_model")["mem_mb"],
-        gpu=resources_of("validate_model")["gpu"],
-    conda:
-        "../envs/eval.yaml"
     script:
         "../workflow/scripts/validate_model.py"
 
@@ -36,15 +36,17 @@ checkpoint decide_next_round:
         validations=lambda w: [validation_path(w.exp, j) for j in range(round_of(w) + 1)],
     output:
         "results/{exp}/validation/round{k}_decision.json",
-    params:
-        settings=lambda w: early_stop_of(w.exp),
     log:
         "logs/{exp}/decide_next_round/round{k}.log",
     localrule: True
+    conda:
+        "../envs/report.yaml"
     threads: 1
     resources:
         mem_mb=500,
         gpu=0,
+    params:
+        settings=lambda w: early_stop_of(w.exp),
     script:
         "../workflow/scripts/decide_next_round.py"
 
@@ -54,15 +56,17 @@ rule write_stop_record:
         unpack(stop_inputs),
     output:
         "results/{exp}/stop.json",
-    params:
-        settings=lambda w: early_stop_of(w.exp),
-        rounds=lambda w: EXPERIMENTS[w.exp]["rounds"],
     log:
         "logs/{exp}/write_stop_record.log",
     localrule: True
+    conda:
+        "../envs/report.yaml"
     threads: 1
     resources:
         mem_mb=500,
         gpu=0,
+    params:
+        settings=lambda w: early_stop_of(w.exp),
+        rounds=lambda w: EXPERIMENTS[w.exp]["rounds"],
     script:
         "../workflow/scripts/write_stop_record.py"

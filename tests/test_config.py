@@ -158,13 +158,19 @@ def test_extends_merges_sections_and_replaces_experiments(tmp_path, monkeypatch)
     assert out == {"seed": 1, "defaults": {"rounds": 2, "train": {"epochs": 1, "init": "base"}},
                    "experiments": {"c": {"rounds": 4}}}
     assert extend_config({"extends": "base.yaml"})["experiments"] == {"a": {}, "b": {}}
+    # a base that extends another file is resolved first (paper_rehearsal -> paper -> config)
+    (tmp_path / "mid.yaml").write_text(yaml.safe_dump({"extends": "base.yaml", "seed": 2,
+                                                       "defaults": {"train": {"init": "previous"}}}))
+    chained = extend_config({"extends": "mid.yaml", "defaults": {"rounds": 5}})
+    assert chained == {"seed": 2, "defaults": {"rounds": 5, "train": {"epochs": 3, "init": "previous"}},
+                       "experiments": {"a": {}, "b": {}}}
     assert output_dirs({}) == ("results/tables", "results/figures")
     assert output_dirs({"run_name": "x"}) == ("results/tables/x", "results/figures/x")
 
 
 @pytest.mark.parametrize("content,match", [
     (None, "config key 'extends': missing.yaml not found"),
-    ("extends: other.yaml\n", "itself extends another file"),
+    ("extends: base.yaml\n", "config key 'extends': base.yaml extends itself through"),
     ("- a list\n", "expected a mapping"),
     ("a: [unclosed\n", "not valid YAML"),
 ])

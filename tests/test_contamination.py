@@ -22,7 +22,8 @@ from soft.contamination import NGRAM, QuestionIndex, benchmark_questions, overla
 REPO = Path(__file__).resolve().parents[1]
 # one pytest-xdist worker runs them all, so a fresh clone downloads the sdist once
 pytestmark = pytest.mark.xdist_group("bigbench_sdist")
-OWN_FILES = ["prompts.jsonl", "validation.jsonl", "probe_prompts.jsonl", "exemplars.jsonl"]
+OWN_FILES = ["prompts.jsonl", "validation.jsonl", "probe_prompts.jsonl", "exemplars.jsonl",
+             "rehearsal/dolly_sample.jsonl"]
 
 
 @pytest.fixture(scope="session")

@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
-import subprocess
-import time
 import urllib.request
 from pathlib import Path
 
@@ -124,48 +121,18 @@ def _get(url: str, timeout: float = 5) -> str:
 
 @pytest.fixture(scope="module")
 def vllm_server(vllm_venv, tmp_path_factory):
-    """`vllm serve` of the planted judge on a free port of 127.0.0.1; waits for /health
-    (at most 300 s) and stops the server's whole process group afterwards."""
+    """vLLM's server (soft.vllm_server, as `make rehearse` starts it) of the planted judge on
+    a free port of 127.0.0.1; stopped with its whole process group afterwards."""
+    from soft.errors import SoftError
+    from soft.vllm_server import serve
+
     model = make_planted_judge(tmp_path_factory.mktemp("judge") / "planted-judge")
-    port = free_port()
-    log_path = model.parent / "serve.log"
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind",
-           "OMP_NUM_THREADS": "2", "HF_HUB_OFFLINE": "1"}
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            # `vllm serve` itself fails in vllm-cpu 0.32.0 (its CLI asks for the version of a
-            # distribution named "vllm"); the server module behind it runs.
-            [str(vllm_venv / "python"), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
-             "--served-model-name", "planted-judge",
-             "--host", "127.0.0.1", "--port", str(port), "--enforce-eager", "--max-model-len", "1024",
-             "--dtype", "float32"],
-            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"vllm serve exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                _get(f"{base}/health")
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"vllm serve not ready after 300 s:\n{log_path.read_text()[-3000:]}")
-                time.sleep(2)
-        yield base
-    finally:
-        # the server's own children (its engine core) are in its process group
-        for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, None)):
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                proc.wait(timeout=wait)
-                break
-            except subprocess.TimeoutExpired:
-                continue
+        with serve(str(vllm_venv / "python"), model, "planted-judge", free_port(), model.parent / "serve.log",
+                   max_model_len=1024) as base:
+            yield base
+    except SoftError as e:
+        pytest.fail(str(e))
 
 
 def served_requests(base: str) -> float:

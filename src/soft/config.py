@@ -210,32 +210,39 @@ def _keep_variant(merged: dict, base: dict, overrides: dict, path: tuple[str, ..
     if not all(isinstance(d, dict) for d in (override, original, target)):
         return
     section, before = override.get(path[-1]), original.get(path[-1])
-    if isinstance(section, dict) and isinstance(before, dict) and section.get(key) != before.get(key):
+    # only where the override names the variant: one that sets sizes (prompts.local_file)
+    # inside the base's variant is merged like any other section
+    if (isinstance(section, dict) and isinstance(before, dict) and key in section
+            and section[key] != before.get(key)):
         target[path[-1]] = copy.deepcopy(section)
 
 
-def extend_config(config: dict) -> dict:
+def extend_config(config: dict, _chain: tuple[str, ...] = ()) -> dict:
     """An ablation config names the config it modifies (`extends: config/config.yaml`): its
     sections are deep-merged onto that file's, except `experiments`, which replaces the
-    base grid (an ablation runs its own experiments, not the default ones as well)."""
+    base grid (an ablation runs its own experiments, not the default ones as well). The
+    base may itself extend another file (paper_rehearsal.yaml -> paper.yaml ->
+    config.yaml): it is resolved first; a file met twice on the way is refused."""
     base_path = config.get("extends")
     if base_path is None:
         return config
     path = Path(base_path)
     if not path.is_file():
         raise SoftError(f"config key 'extends': {base_path} not found")
+    key = str(path.resolve())
+    if key in _chain:
+        raise SoftError(f"config key 'extends': {base_path} extends itself through {' -> '.join(_chain)}")
     try:
         base = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
         raise SoftError(yaml_problem(base_path, e)) from None
     if not isinstance(base, dict):
         raise SoftError(f"{base_path}: expected a mapping at the top level")
-    if "extends" in base:
-        raise SoftError(f"config key 'extends': {base_path} itself extends another file (one level only)")
+    base = extend_config(base, _chain + (key,))
     overrides = {k: v for k, v in config.items() if k not in ("extends", "experiments")}
     merged = deep_merge(base, overrides)
-    for path, key in VARIANT_SECTIONS:
-        _keep_variant(merged, base, overrides, path, key)
+    for variant_path, variant_key in VARIANT_SECTIONS:
+        _keep_variant(merged, base, overrides, variant_path, variant_key)
     if "experiments" in config:
         merged["experiments"] = copy.deepcopy(config["experiments"])
     return merged
