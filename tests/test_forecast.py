@@ -189,14 +189,14 @@ def test_fit_recovers_a_line_and_a_constant():
     assert fc.fit_rule([(5.0, 3.0), (5.0, 5.0)], prior_b=2.0) == pytest.approx((0.0, 0.8))
 
 
-@pytest.mark.skip(reason="no run outside the fit yet: the checked-in calibration is fitted on both timed runs "
-                         "at 5104d8b (config/forecast/*_5104d8b), whose per-rule seconds differ by up to 70% "
-                         "for the same work under different load on the shared 2 cores; a run timed alone is "
-                         "needed to validate per rule (issue 20)")
+@pytest.mark.xfail(strict=True, reason="issue 20, open: the one run outside the fit, the two-seed rehearsal "
+                   "(config/forecast/rehearsal_2seeds_0667cdd), is missed by +225% in total: vLLM generation, "
+                   "QLoRA and the endpoint judge are priced as the transformers backend, LoRA and a local judge. "
+                   "Strict: once the cost model has those terms, this passes and the mark must go")
 def test_forecast_of_a_run_outside_the_fit_is_within_30_percent():
     # The checked-in calibration against a run it was not fitted on. More than 30% off is a bug.
-    table, total = fc.validate_totals(REPO / "config/forecast/bootstrap_control_5104d8b.csv")
-    assert {a["rule"] for a in table} >= {"generate_responses", "train_model", "evaluate_model"}
+    table, total = fc.validate_totals(REPO / "config/forecast/rehearsal_2seeds_0667cdd.csv")
+    assert {a["rule"] for a in table} >= {"generate_responses", "train_model", "evaluate_model", "judge_answers"}
     for a in table + [total]:
         assert abs(a["error"]) < 0.30, a
 
