@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -24,6 +23,7 @@ from tiny import REPO, make_tiny_model, tiny_config
 
 from soft.judge import VERDICTS, EndpointJudge, judge_pairs
 from soft.records import read_generations
+from soft.vllm_server import http_get
 
 pytestmark = pytest.mark.vllm
 
@@ -114,11 +114,6 @@ def make_planted_judge(out_dir: Path) -> Path:
     return out_dir
 
 
-def _get(url: str, timeout: float = 5) -> str:
-    with urllib.request.urlopen(url, timeout=timeout) as resp:
-        return resp.read().decode()
-
-
 @pytest.fixture(scope="module")
 def vllm_server(vllm_venv, tmp_path_factory):
     """vLLM's server (soft.vllm_server, as `make rehearse` starts it) of the planted judge on
@@ -138,7 +133,7 @@ def vllm_server(vllm_venv, tmp_path_factory):
 def served_requests(base: str) -> float:
     """Finished requests by the server's own count (its Prometheus metrics)."""
     total = 0.0
-    for line in _get(f"{base}/metrics").splitlines():
+    for line in http_get(f"{base}/metrics").splitlines():
         if line.startswith("vllm:request_success_total{"):
             total += float(line.rsplit(" ", 1)[1])
     return total

@@ -32,7 +32,7 @@ def server_command(python: str, model: Path | str, served_name: str, host: str, 
             "--enforce-eager", "--max-model-len", str(max_model_len), "--dtype", dtype]
 
 
-def _get(url: str, timeout: float = 5) -> str:
+def http_get(url: str, timeout: float = 5) -> str:
     with urllib.request.urlopen(url, timeout=timeout) as resp:
         return resp.read().decode()
 
@@ -58,7 +58,7 @@ def serve(python: str, model: Path | str, served_name: str, port: int, log_path:
                 raise SoftError(f"vLLM server on {base} exited with {proc.returncode} ({log_path}):\n"
                                 + log_path.read_text()[-2000:])
             try:
-                _get(f"{base}/health")
+                http_get(f"{base}/health")
                 break
             except OSError:
                 if time.monotonic() > deadline:
