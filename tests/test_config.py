@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from soft.config import (
+    extend_config,
     check_evaluation,
     BASE_MODEL_EXP,
     check_moved_keys,
@@ -530,3 +531,14 @@ def test_extends_switching_a_variant_replaces_the_section(tmp_path, monkeypatch)
     assert merged["evaluation"]["judge"] == {"kind": "endpoint", "reference": "a", "url": "http://h"}
     same = extend_config({"extends": "base.yaml", "base_model": {"source": {"kind": "pypi_gguf", "wheel": "v"}}})
     assert same["base_model"]["source"]["sha256"] == "0" * 64 and same["base_model"]["source"]["wheel"] == "v"
+
+
+def test_paper_config_scores_and_judges_everything(monkeypatch):
+    """config/experiments/paper.yaml extends the CPU default, whose evaluation and probe are
+    cut to fit 2 cores: the paper config must undo every such cut (the full suites, every
+    probe prompt for the judge), not inherit it."""
+    monkeypatch.chdir(REPO)  # extends: is relative to the checkout
+    cfg = extend_config(yaml.safe_load((REPO / "config/experiments/paper.yaml").read_text()))
+    assert cfg["evaluation"]["limit"] is None
+    assert cfg["evaluation"]["probe"]["max_prompts"] is None
+    assert cfg["evaluation"]["judge"]["kind"] == "endpoint"
