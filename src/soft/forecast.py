@@ -273,13 +273,18 @@ class _TaskLoader(yaml.SafeLoader):
 _TaskLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
 
 
-def _task_sizes(workdir: Path, tasks: list[str], profiles: dict) -> dict[str, dict]:
+def _task_sizes(workdir: Path, tasks: list[str], profiles: dict, layout_primer_chars: float = 0.0) -> dict[str, dict]:
     """Per task: documents per subset and mean characters, from resources/benchmarks when
-    it exists (the task files), else the table in forecast_profiles.yaml."""
+    it exists (the task files), else the table in forecast_profiles.yaml (whose layout-view
+    entries count the system prompt already). `layout_primer_chars`: what the layout view
+    puts before each document read from the files (the distilled system prompt in the
+    model's layout); 0 for the raw view."""
     bench = workdir / "resources/benchmarks"
     out = {}
     for task in tasks:
-        files = sorted(bench.glob(f"{task}_*.jsonl")) if task == "soft_hhh" else [bench / f"{task}.jsonl"]
+        # a group's subsets are {task}_{subset}.jsonl; soft_hhh's glob must not take soft_hhh_ab's
+        files = [f for f in sorted(bench.glob(f"{task}_*.jsonl")) if "_" not in f.stem[len(task) + 1:]]
+        files = files or [bench / f"{task}.jsonl"]
         files = [f for f in files if f.is_file()]
         if files:
             subsets, q, c, n_c = {}, [], [], []
@@ -294,6 +299,7 @@ def _task_sizes(workdir: Path, tasks: list[str], profiles: dict) -> dict[str, di
             if yaml_file.is_file():
                 text = yaml.load(yaml_file.read_text(), Loader=_TaskLoader) or {}
                 primer = len(str(text.get("doc_to_text", ""))) if isinstance(text, dict) else 0
+            primer += layout_primer_chars
             out[task] = {"subsets": subsets, "question_chars": statistics.fmean(q),
                          "choice_chars": statistics.fmean(c), "choices": statistics.fmean(n_c),
                          "primer_chars": primer}
@@ -335,6 +341,8 @@ def load_setting(workdir: Path, configfile: Path | None = None) -> Setting:
         probe = evaluation["probe"]
         probe_chars, n_probe = (_mean_chars(Path(probe["prompts"]), key=lambda r: r.get("prompt", ""))
                                 if probe.get("prompts") else (0.0, 0))
+        if probe.get("max_prompts") is not None:
+            n_probe = min(n_probe, int(probe["max_prompts"]))  # the probe job answers the first N
         pairs = []
         validation = (cfg.get("defaults") or {}).get("early_stop", {}).get("validation")
         validation = validation or next((e["early_stop"].get("validation") for e in experiments.values()
@@ -344,7 +352,10 @@ def load_setting(workdir: Path, configfile: Path | None = None) -> Setting:
                 if ln.strip():
                     r = json.loads(ln)
                     pairs.append((len(r["prompt"]) + len(r["chosen"]), len(r["prompt"]) + len(r["rejected"])))
-        tasks = _task_sizes(workdir, list(evaluation["tasks"]), profiles)
+        # both views: the layout view's documents follow the distilled system prompt
+        tasks = {**_task_sizes(workdir, list(evaluation["tasks"]), profiles,
+                               len(principles.system_prompt) + profiles["layout_overhead_chars"]),
+                 **_task_sizes(workdir, list(evaluation.get("raw_tasks") or []), profiles)}
     finally:
         os.chdir(cwd)
     return Setting(experiments=experiments, evaluation=evaluation, model=model_size(workdir, cfg, profiles),
@@ -358,10 +369,36 @@ def load_setting(workdir: Path, configfile: Path | None = None) -> Setting:
 
 @dataclass
 class Work:
-    """What one job processes: tokens through the model, FLOPs, bytes it writes."""
+    """What one job processes: tokens through the model, FLOPs, bytes it writes, and
+    `requests` sent to an endpoint judge (its cost driver on this machine: no local FLOPs)."""
     tokens: float = 0.0
     flops: float = 0.0
     disk_bytes: float = 0.0
+    requests: float = 0.0
+
+    def driver(self, key: str) -> float:
+        """What the calibration's line for fit key `key` is in: requests for the endpoint
+        judge, FLOPs for every other rule."""
+        return self.requests if key == ENDPOINT_JUDGE else self.flops
+
+
+ENDPOINT_JUDGE = "judge_answers@endpoint"
+
+
+def fit_key(job: Job, s: Setting) -> str:
+    """The calibration line a job is priced on: its rule, or `rule@variant` where a setting
+    changes what the job costs per FLOP: vLLM generation (an engine start, bf16 kernels),
+    QLoRA training (4-bit weights dequantised every step) and an endpoint judge (HTTP
+    requests to a served model, no local model). A variant the calibration has no line for
+    falls back to its rule's (job_cost)."""
+    exp = s.experiments.get(job.exp or "") or {}
+    if job.rule == "generate_responses" and (exp.get("generation") or {}).get("backend") == "vllm":
+        return "generate_responses@vllm"
+    if job.rule == "train_model" and (exp.get("train") or {}).get("method") == "qlora":
+        return "train_model@qlora"
+    if job.rule == "judge_answers" and s.evaluation["judge"]["kind"] == "endpoint":
+        return ENDPOINT_JUDGE
+    return job.rule
 
 
 def _round_prompts(exp: dict, k: int) -> int:
@@ -402,7 +439,7 @@ def job_work(job: Job, s: Setting, keep_fraction: float, chain_rounds: dict[str,
         w.disk_bytes = n * s.model["dtype_bytes"]  # the merged round model
     elif rule == "evaluate_model":
         limit = s.evaluation.get("limit")
-        for task in s.tasks.values():
+        for task in s.tasks.values():  # both views' tasks (load_setting)
             docs = sum(min(limit, d) if limit else d for d in task["subsets"].values())
             ctx = task["primer_chars"] + task["question_chars"]
             w.tokens += docs * task["choices"] * (ctx + task["choice_chars"]) / cpt
@@ -422,6 +459,7 @@ def job_work(job: Job, s: Setting, keep_fraction: float, chain_rounds: dict[str,
         pairs = rounds * (2 if s.evaluation["judge"].get("reference") not in (None, exp["name"]) else 1)
         w.tokens = pairs * 2 * s.n_probe * (s.probe_chars / cpt + 2 * new)
         w.flops = 2 * n * w.tokens if s.judge_local else 0.0
+        w.requests = 0.0 if s.judge_local else pairs * 2 * s.n_probe
     elif rule == "score_pool_difficulty" and exp:
         w.tokens = exp["prompt_budget"] * (s.system_chars + s.prompt_chars) / cpt
         w.flops = 2 * n * w.tokens
@@ -440,20 +478,14 @@ def model_mb(s: Setting, device: dict) -> float:
     return s.model["params"] * device["weight_bytes"] / 2**20
 
 
-def _judge_requests(job: Job, s: Setting) -> int:
-    exp = s.experiments.get(job.exp or "")
-    if not exp:
-        return 0
-    pairs = exp["rounds"] * (2 if s.evaluation["judge"].get("reference") not in (None, exp["name"]) else 1)
-    return pairs * 2 * s.n_probe
-
-
 def job_cost(job: Job, work: Work, s: Setting, device_name: str, profiles: dict, calibration: dict) -> dict:
     """Seconds and peak memory (MB) of one job on the device; `device_hours` counts the
     model rules on a GPU profile (the rest are CPU-hours on any profile)."""
     device = profiles["devices"][device_name]
     mb = model_mb(s, device)
-    fit = calibration["rules"].get(job.rule)
+    key = fit_key(job, s)
+    fit = calibration["rules"].get(key) or calibration["rules"].get(job.rule)
+    x = work.driver(key) if key in calibration["rules"] else work.flops
     on_gpu = device["kind"] == "gpu" and job.rule in MODEL_RULES and (job.rule != "judge_answers" or s.judge_local)
     if on_gpu:
         g = profiles["gpu_rules"][job.rule]
@@ -465,15 +497,15 @@ def job_cost(job: Job, work: Work, s: Setting, device_name: str, profiles: dict,
         peak_mb = profiles["gpu_host_overhead_mb"] + mb
         return {"seconds": seconds, "peak_mb": peak_mb, "gpu_mb": min(gpu_mb, device["memory_gb"] * 1024),
                 "on_gpu": True}
-    if job.rule == "judge_answers" and not s.judge_local:
-        # a remote judge: the job waits on the endpoint, one request per answer pair and order
-        return {"seconds": profiles["light_rule_s"]
-                + profiles["endpoint_request_s"] * _judge_requests(job, s), "peak_mb": 500.0, "gpu_mb": 0.0,
-                "on_gpu": False}
+    if job.rule == "judge_answers" and not s.judge_local and (device["kind"] == "gpu" or key not in calibration["rules"]):
+        # a remote judge: the job waits on the endpoint, one request per answer pair and
+        # order, at an assumed rate (this CPU's fitted line measured its own vLLM server)
+        return {"seconds": profiles["light_rule_s"] + profiles["endpoint_request_s"] * work.requests,
+                "peak_mb": 500.0, "gpu_mb": 0.0, "on_gpu": False}
     if fit:
-        seconds = fit["a_s"] + fit["b_s_per_flop"] * work.flops
+        seconds = fit["a_s"] + fit["b_s"] * x
         peak_mb = fit["mem_a_mb"] + fit["mem_b"] * (mb if job.rule in MODEL_RULES else 0.0)
-        if job.rule in MODEL_RULES and not fit["mem_b"]:
+        if job.rule in MODEL_RULES and not fit["mem_b"] and key != ENDPOINT_JUDGE:
             # one model size in the calibration: a larger model adds copies of its weights
             peak_mb += max(0.0, mb - fit.get("model_mb", 0.0)) * profiles["cpu_memory_per_model_mb"]
         if device["kind"] == "gpu" and job.rule in MODEL_RULES:  # remote judge: no local model
@@ -512,8 +544,9 @@ def forecast_jobs(jobs: list[Job], s: Setting, device: str, calibration: dict | 
             continue
         w = job_work(j, s, keep, rounds, kept)
         c = job_cost(j, w, s, device, profiles, calibration)
-        rows.append({"rule": j.rule, "exp": j.exp or "", "round": "" if j.round is None else j.round,
-                     "tokens": w.tokens, "flops": w.flops, "seconds": c["seconds"], "peak_mb": c["peak_mb"],
+        key = fit_key(j, s)
+        rows.append({"rule": j.rule, "key": key, "exp": j.exp or "", "round": "" if j.round is None else j.round,
+                     "tokens": w.tokens, "flops": w.flops, "x": w.driver(key), "seconds": c["seconds"], "peak_mb": c["peak_mb"],
                      "gpu_mb": c["gpu_mb"], "on_gpu": c["on_gpu"], "disk_bytes": w.disk_bytes,
                      "done": j.done, "benchmark": j.benchmark})
     return rows
@@ -668,19 +701,25 @@ def measured_rows(run: Path, configfile: Path | None, targets: list[str] | None 
     return rows
 
 
+MIN_SPREAD = 2.0  # the work per job must span this factor before the data fit a slope
+
+
 def fit_rule(points: list[tuple[float, float]] | list[tuple[float, float, float]],
              prior_b: float | None = None) -> tuple[float, float]:
     """y = n a + b x with a, b >= 0 (scipy's non-negative least squares), over points
     (x, y) of one job or (x, y, n) of n jobs together (a stage's totals: x the jobs' summed
-    FLOPs, y their summed seconds). When the points cannot tell a from b (one distinct x
-    per job), b is `prior_b` (or 0) and a what is left, so the totals still match."""
+    FLOPs, y their summed seconds). When the points cannot tell a from b (the work per job
+    spans less than MIN_SPREAD: at 1.3x, run-to-run noise of a fifth decides the slope, and
+    once gave generation no slope at all), b is `prior_b` (or 0) and a what is left, so the
+    totals still match."""
     import numpy as np
     from scipy.optimize import nnls
 
     ns = np.array([p[2] if len(p) > 2 else 1.0 for p in points], dtype=float)
     xs = np.array([p[0] for p in points], dtype=float)
     ys = np.array([p[1] for p in points], dtype=float)
-    if len(set((xs / ns).round(6))) < 2:
+    per_job = xs / ns
+    if per_job.min() <= 0 or per_job.max() / per_job.min() < MIN_SPREAD:
         b = prior_b or 0.0
         if b * xs.sum() > ys.sum():  # the prior alone overshoots: all of it is work
             return 0.0, float(ys.sum() / xs.sum())
@@ -791,9 +830,11 @@ def record_run(run: Path, configfile: Path | None, out_csv: Path, about: str,
 def stage_points(run: Path, configfile: Path | None, totals: dict[str, dict],
                  targets: list[str] | None = None, calibration: dict | None = None,
                  experiments: list[str] | None = None) -> dict[str, dict]:
-    """Per rule of `totals`: the forecast's jobs summed over the run's jobs of that rule
-    (the run folder holds the decisions and kept answers that fix its chain), only those
-    of `experiments` when given (the totals of a run that reused other chains' jobs)."""
+    """Per rule of `totals`, keyed by its jobs' fit key (fit_key: a rule whose jobs ran two
+    variants cannot be split from totals, and is refused): the forecast's jobs summed over
+    the run's jobs of that rule (the run folder holds the decisions and kept answers that
+    fix its chain), only those of `experiments` when given (the totals of a run that
+    reused other chains' jobs)."""
     rows = measured_rows(run, configfile, targets, calibration={"rules": {}} if calibration is None else calibration)
     if experiments:
         rows = [r for r in rows if r["exp"] in experiments]
@@ -803,7 +844,11 @@ def stage_points(run: Path, configfile: Path | None, totals: dict[str, dict],
         if len(mine) != t["jobs"]:
             raise SoftError(f"stage totals for {rule}: {t['jobs']} jobs measured, but the run's DAG has "
                             f"{len(mine)}")
-        out[rule] = {"flops": sum(r["flops"] for r in mine), "model_mb": mine[0]["model_mb"] if mine else 0.0,
+        keys = sorted({r["key"] for r in mine}) or [rule]
+        if len(keys) > 1:
+            raise SoftError(f"stage totals for {rule}: its jobs ran as {', '.join(keys)}, which one total "
+                            f"cannot separate; record the run with --experiment per variant")
+        out[keys[0]] = {"x": sum(r["x"] for r in mine), "model_mb": mine[0]["model_mb"] if mine else 0.0,
                      "s": t["seconds"], "jobs": t["jobs"], "max_rss": t["peak_rss_mb"], "source": t["source"],
                      "forecast_s": sum(r["seconds"] for r in mine),
                      "forecast_peak_mb": max((r["peak_mb"] for r in mine), default=0.0)}
@@ -824,8 +869,8 @@ def calibrate(runs: list[tuple[Path, Path | None]], out: Path = CALIBRATION_FILE
             kept, generated = kept + kf[0], generated + kf[1]
         for r in rows:
             if r["measured_s"] is not None:
-                points.setdefault(r["rule"], []).append(
-                    {"run": run.name, "exp": r["exp"], "round": r["round"], "flops": r["flops"],
+                points.setdefault(r["key"], []).append(
+                    {"run": run.name, "exp": r["exp"], "round": r["round"], "x": r["x"],
                      "model_mb": r["model_mb"], "s": r["measured_s"], "max_rss": r["measured_rss"]})
     for csv_path in totals:
         with tempfile.TemporaryDirectory(prefix="soft_chain_") as tmp:
@@ -833,20 +878,24 @@ def calibrate(runs: list[tuple[Path, Path | None]], out: Path = CALIBRATION_FILE
             kf = keep_fraction_of(run, load_setting(run, configfile))
             if kf:
                 kept, generated = kept + kf[0], generated + kf[1]
-            for rule, p in stage_points(run, configfile, read_stage_totals(csv_path), targets).items():
+            experiments = json.loads(csv_path.with_suffix(".json").read_text()).get("experiments")
+            for rule, p in stage_points(run, configfile, read_stage_totals(csv_path), targets,
+                                        experiments=experiments).items():
                 points.setdefault(rule, []).append({"run": csv_path.name, **p})
     rules = {}
     prior_b = 1.0 / load_profiles()["cpu_prior_flops"]
     for rule, pts in sorted(points.items()):
-        a, b = fit_rule([(p["flops"], p["s"], p.get("jobs", 1)) for p in pts],
-                        prior_b if rule in MODEL_RULES else None)
+        # the prior splits start-up from work on a FLOP line; the endpoint judge's is in requests
+        a, b = fit_rule([(p["x"], p["s"], p.get("jobs", 1)) for p in pts],
+                        prior_b if rule.split("@")[0] in MODEL_RULES and rule != ENDPOINT_JUDGE else None)
         mem = [(p["model_mb"], p["max_rss"]) for p in pts if p["max_rss"] is not None]
         # peak memory: the largest seen above the line through the points, so a forecast
         # limit is not below a measured peak
         ma, mb_ = fit_rule(mem) if mem else (500.0, 0.0)
         if mem:
             ma = max(ma, max(y - mb_ * x for x, y in mem))
-        rules[rule] = {"a_s": round(a, 4), "b_s_per_flop": float(f"{b:.6g}"), "mem_a_mb": round(ma, 1),
+        rules[rule] = {"a_s": round(a, 4), "b_s": float(f"{b:.6g}"),
+                       "per": "request" if rule == ENDPOINT_JUDGE else "FLOP", "mem_a_mb": round(ma, 1),
                        "mem_b": round(mb_, 4), "model_mb": round(max(x for x, _ in mem), 1) if mem else 0.0,
                        "points": len(pts)}
     result = {"command": "python -m soft.forecast calibrate " + " ".join(
@@ -867,7 +916,7 @@ def validate(run: Path, configfile: Path | None = None, calibration: dict | None
     rows = [r for r in measured_rows(run, configfile, calibration=calibration) if r["measured_s"] is not None]
     per_rule: dict[str, dict] = {}
     for r in rows:
-        a = per_rule.setdefault(r["rule"], {"rule": r["rule"], "jobs": 0, "forecast_s": 0.0, "measured_s": 0.0,
+        a = per_rule.setdefault(r["key"], {"rule": r["key"], "jobs": 0, "forecast_s": 0.0, "measured_s": 0.0,
                                             "forecast_peak_mb": 0.0, "measured_peak_mb": 0.0})
         a["jobs"] += 1
         a["forecast_s"] += r["seconds"]
@@ -986,8 +1035,8 @@ def _calibrate(args) -> int:
     runs = [(Path(r), Path(c) if c else None) for r, c in zip(args.run, args.configfile + [None] * len(args.run))]
     result = calibrate(runs, Path(args.out), [Path(t) for t in args.totals])
     for rule, f in result["rules"].items():
-        print(f"{rule:<24} s = {f['a_s']:.2f} + {f['b_s_per_flop']:.3g} x FLOPs   "
-              f"peak MB = {f['mem_a_mb']:.0f} + {f['mem_b']:.2f} x model MB   ({f['points']} jobs)")
+        print(f"{rule:<28} s = {f['a_s']:.2f} + {f['b_s']:.3g} x {f['per']}s   "
+              f"peak MB = {f['mem_a_mb']:.0f} + {f['mem_b']:.2f} x model MB   ({f['points']} points)")
     print(f"keep fraction {result['keep_fraction']} ({result['keep_fraction_from']}); wrote {args.out}")
     return 0
 
