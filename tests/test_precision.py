@@ -36,3 +36,25 @@ def test_cpu_flags_reads_the_first_processor(tmp_path):
     f.write_text("processor\t: 0\nflags\t\t: fpu avx512_bf16\n\nprocessor\t: 1\nflags\t\t: fpu\n")
     assert cpu_flags.__wrapped__(str(f)) == frozenset({"fpu", "avx512_bf16"})
     assert cpu_flags.__wrapped__(str(tmp_path / "missing")) == frozenset()
+
+
+def test_precision_check_counts_flips_and_log_likelihood_moves():
+    """soft.precision_check's comparison of an fp32 and a bf16 pass, on made-up documents:
+    one of four HHH documents flips, the log-likelihood differences are over every choice."""
+    from soft.precision_check import compare_documents
+
+    def doc(lls, acc):
+        return {"lls": lls, "acc": acc, "acc_norm": acc}
+
+    fp32 = {("soft_hhh", i): doc([-1.0, -2.0], 1.0) for i in range(4)}
+    bf16 = dict(fp32)
+    bf16[("soft_hhh", 2)] = doc([-2.5, -2.25], 0.0)
+    rows = compare_documents(fp32, bf16)
+    row = rows["soft_hhh"]
+    assert (row["documents"], row["choices"]) == (4, 8)
+    assert row["max_abs_ll_diff"] == pytest.approx(1.5)
+    assert row["mean_abs_ll_diff"] == pytest.approx((1.5 + 0.25) / 8, abs=1e-4)
+    assert row["acc"]["fp32"] == 1.0 and row["acc"]["bf16"] == 0.75 and row["acc"]["flipped"] == 1
+    assert row["acc"]["test"] == "mcnemar_exact" and row["acc"]["diff_ci95"][0] < 0 <= row["acc"]["diff_ci95"][1]
+    with pytest.raises(SoftError, match="different documents"):
+        compare_documents(fp32, {k: v for k, v in bf16.items() if k[1] != 3})
