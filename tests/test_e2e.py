@@ -103,8 +103,8 @@ def test_a_round_whose_filter_keeps_nothing_fails_clearly(tmp_path, run_snakemak
 
 
 def test_growing_icl_pool_reaches_generation_and_filter(tmp_path, run_snakemake):
-    """Round 2 of a growing chain is shown round 1's accepted answers, and its filter
-    rebuilds the same pool (an unknown exemplar id would fail it)."""
+    """Round 2 of a growing chain is shown round 1's accepted answers, and its records
+    carry what each prompt was shown (ids and text), which the filter reads."""
     from soft.icl import IclSettings, build_pool, choose_exemplars
     from soft.principles import load_exemplars, load_principles
 
@@ -119,7 +119,9 @@ def test_growing_icl_pool_reaches_generation_and_filter(tmp_path, run_snakemake)
     assert {e["id"] for e in pool[1:]} == {f"r1:{r['id']}" for r in round1}
     gens = jsonl(tmp_path / "results/grow/data/round2_gen.jsonl")
     for g in gens:
-        assert g["exemplar_ids"] == [e["id"] for e in choose_exemplars(pool, IclSettings(**icl), 0, g["id"])]
+        shown = choose_exemplars(pool, IclSettings(**icl), 0, g["id"])
+        assert g["exemplar_ids"] == [e["id"] for e in shown]
+        assert g["exemplars"] == [{"id": e["id"], "turns": e["turns"]} for e in shown]
     assert any(i.startswith("r1:") for g in gens for i in g["exemplar_ids"])
     # round 1 drew from the one-exemplar base pool only
     assert {i for g in jsonl(tmp_path / "results/grow/data/round1_gen.jsonl") for i in g["exemplar_ids"]} == {

@@ -248,9 +248,10 @@ def test_thoughts_returned_with_answer():
 # ---------------------------------------------------------------- filter_records
 
 
-def _gen(i: int, continuation: str, exemplar_ids: list[str], prompt: str = PROMPT) -> dict:
-    return {"id": f"g{i}", "prompt": prompt, "round": 2, "seed": 5,
-            "exemplar_ids": exemplar_ids, "continuation": continuation}
+def _gen(i: int, continuation: str, exemplar_ids: list[str], prompt: str = PROMPT, pool: dict = EXEMPLARS) -> dict:
+    """A generation record as generate_responses writes it: the exemplars shown, by id and text."""
+    return {"id": f"g{i}", "prompt": prompt, "round": 2, "seed": 5, "exemplar_ids": exemplar_ids,
+            "exemplars": [{"id": e, "turns": pool[e]["turns"]} for e in exemplar_ids], "continuation": continuation}
 
 
 def test_filter_records_stats_and_records():
@@ -266,7 +267,7 @@ def test_filter_records_stats_and_records():
         _gen(8, cont("I should follow rules 2 (informative) and give a careful long answer."), []),  # leak
         _gen(9, cont("Water it. Water it. " + "x" * 5), []),  # cut at repeat, then too_short
     ]
-    kept, stats = filter_records(gens, EXEMPLARS, S)
+    kept, stats = filter_records(gens, S)
     assert [r["id"] for r in kept] == ["g0", "g1", "g2"]
     assert kept[0] == {"id": "g0", "prompt": PROMPT, "response": ANSWER, "round": 2, "seed": 5,
                        "exemplar_ids": ["exA"], "thoughts": THOUGHTS}
@@ -281,17 +282,35 @@ def test_filter_records_stats_and_records():
 
 
 def test_filter_records_empty_input_reports_zeros():
-    kept, stats = filter_records([], EXEMPLARS, S)
+    kept, stats = filter_records([], S)
     assert kept == []
     assert stats == {"total": 0, "kept": 0, "dropped": {r: 0 for r in DROP_REASONS},
                      "cut": {"at_turn": 0, "at_repeat": 0}}
 
 
-def test_filter_records_unknown_exemplar_id():
-    with pytest.raises(SoftError) as info:
-        filter_records([_gen(0, cont(ANSWER), ["exA", "exZ"])], EXEMPLARS, S)
-    assert "record 'g0'" in str(info.value)
-    assert "exZ" in str(info.value)
+def test_generation_records_must_show_the_exemplars_they_name(tmp_path):
+    """The filter trusts the record's `exemplars`: a record whose shown exemplars are not
+    those of its `exemplar_ids` (or lack their text) is refused at read, naming file:line."""
+
+    from soft.records import read_generations
+
+    good = _gen(0, cont(ANSWER), ["exA", "exB"])
+    other = {**good, "id": "g1"}
+    cases = {"mismatch": {**other, "exemplar_ids": ["exB", "exA"]},
+             "no text": {**other, "exemplars": [{"id": "exA"}, {"id": "exB", "turns": EX_B["turns"]}]},
+             "missing": {k: v for k, v in other.items() if k != "exemplars"}}
+    assert read_generations(_write(tmp_path / "good.jsonl", [good])) == [good]
+    for name, rec in cases.items():
+        path = _write(tmp_path / f"{name.replace(' ', '_')}.jsonl", [good, rec])
+        with pytest.raises(SoftError, match=rf"{path.name}: line 2: .*'exemplars'"):
+            read_generations(path)
+
+
+def _write(path, records):
+    import json
+
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
 
 
 def test_settings_from_config_dict():
@@ -308,18 +327,18 @@ def test_settings_from_config_dict():
 
 def test_filter_records_refusal_counted_as_own_reason():
     gens = [_gen(0, cont(REFUSAL), []), _gen(1, cont(ANSWER), []), _gen(2, cont("I cannot."), [])]
-    kept, stats = filter_records(gens, EXEMPLARS, REFUSE)
+    kept, stats = filter_records(gens, REFUSE)
     assert [r["id"] for r in kept] == ["g1"]
     assert stats["dropped"] == {"no_self_id": 0, "no_answer_marker": 0, "too_short": 1, "refusal": 1,
                                 "copies_prompt": 0, "exemplar_leak": 0}
-    kept, stats = filter_records(gens[:2], EXEMPLARS, S)  # off: the refusal is kept
+    kept, stats = filter_records(gens[:2], S)  # off: the refusal is kept
     assert [r["id"] for r in kept] == ["g0", "g1"]
     assert stats["dropped"]["refusal"] == 0
 
 
 def test_no_thoughts_field_without_marker():
     settings = FilterSettings(self_id=SELF_ID, require_self_id=False, require_answer_marker=False)
-    kept, _ = filter_records([_gen(0, f" {ANSWER}", [])], EXEMPLARS, settings)
+    kept, _ = filter_records([_gen(0, f" {ANSWER}", [])], settings)
     assert kept == [{"id": "g0", "prompt": PROMPT, "response": ANSWER, "round": 2, "seed": 5,
                      "exemplar_ids": []}]
 
@@ -330,8 +349,6 @@ def test_leak_from_grown_exemplar_shown():
                 "round": 1, "seed": 5, "exemplar_ids": [], "thoughts": THOUGHTS}]
     pool = build_pool(list(EXEMPLARS.values()), IclSettings(mode="growing", shots=1), 5, [(1, earlier)], SELF_ID)
     by_id = {e["id"]: e for e in pool}
-    kept, stats = filter_records([_gen(0, cont(LEAKY), ["r1:p7"]), _gen(1, cont(LEAKY), ["exA"])], by_id, S)
+    kept, stats = filter_records([_gen(0, cont(LEAKY), ["r1:p7"], pool=by_id), _gen(1, cont(LEAKY), ["exA"])], S)
     assert [r["id"] for r in kept] == ["g1"]
     assert stats["dropped"]["exemplar_leak"] == 1
-    with pytest.raises(SoftError, match="r1:p8"):  # a grown id not in the rebuilt pool
-        filter_records([_gen(0, cont(ANSWER), ["r1:p8"])], by_id, S)

@@ -14,8 +14,8 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
-from soft.errors import SoftError
 from soft.principles import ANSWER_TAG, SEPARATOR, THOUGHTS_TAG, USER_TAG
+from soft.records import TURN_KEYS
 
 # Why a continuation was dropped, in the order the checks run.
 DROP_REASONS = ("no_self_id", "no_answer_marker", "too_short", "refusal", "copies_prompt", "exemplar_leak")
@@ -145,24 +145,18 @@ def filter_continuation(continuation: str, prompt: str, shown_texts: list[str],
     return FilterResult(answer, None, **flags, thoughts=thoughts)
 
 
-def exemplar_texts(exemplars_by_id: dict[str, dict], ids: list[str]) -> list[str]:
-    return [t[key] for i in ids for t in exemplars_by_id[i]["turns"] for key in ("user", "thoughts", "answer")]
+def exemplar_texts(shown: list[dict]) -> list[str]:
+    """Every text of the exemplars a prompt was shown (a generation record's `exemplars`)."""
+    return [t[key] for e in shown for t in e["turns"] for key in TURN_KEYS]
 
 
-def filter_records(generations: list[dict], exemplars_by_id: dict[str, dict],
-                   settings: FilterSettings) -> tuple[list[dict], dict]:
-    """Filtered training records and the per-reason statistics.
-
-    `exemplars_by_id` must be the pool the generations were drawn from (soft.icl), grown
-    exemplars included, so that the leak check sees what each prompt was shown.
-    """
+def filter_records(generations: list[dict], settings: FilterSettings) -> tuple[list[dict], dict]:
+    """Filtered training records and the per-reason statistics. The leak check compares
+    each answer with the exemplars its record says the prompt was shown (grown ones
+    included), as generation wrote them."""
     kept, dropped, cuts = [], Counter({r: 0 for r in DROP_REASONS}), Counter(at_turn=0, at_repeat=0)
     for rec in generations:
-        unknown = [i for i in rec["exemplar_ids"] if i not in exemplars_by_id]
-        if unknown:
-            raise SoftError(f"record '{rec['id']}': exemplar ids {unknown} are not in the exemplar pool")
-        result = filter_continuation(rec["continuation"], rec["prompt"],
-                                     exemplar_texts(exemplars_by_id, rec["exemplar_ids"]), settings)
+        result = filter_continuation(rec["continuation"], rec["prompt"], exemplar_texts(rec["exemplars"]), settings)
         cuts["at_turn"] += result.cut_at_turn
         cuts["at_repeat"] += result.cut_at_repeat
         if result.reason:

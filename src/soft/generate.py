@@ -32,11 +32,14 @@ class GenerationSettings:
 
 def plan_requests(prompts: list[dict], principles: Principles, exemplar_pool: list[dict],
                   icl: IclSettings, seed: int) -> list[dict]:
-    """One request per prompt: its exemplar ids (soft.icl) and the full prompt text."""
+    """One request per prompt: the exemplars it is shown (soft.icl; ids, and each one's
+    turns, which the record keeps so the filter reads what the prompt saw instead of
+    rebuilding the pool) and the full prompt text."""
     requests = []
     for rec in prompts:
         shown = choose_exemplars(exemplar_pool, icl, seed, rec["id"])
         requests.append({**rec, "exemplar_ids": [e["id"] for e in shown],
+                         "exemplars": [{"id": e["id"], "turns": e["turns"]} for e in shown],
                          "text": build_prompt(principles, shown, rec["prompt"])})
     return requests
 
