@@ -10,14 +10,12 @@ import pytest
 from soft.config import resolve_experiments
 from soft.curriculum import (
     check_curriculum,
-    encode_pair,
     read_scores,
-    scoring_texts,
     sort_by_difficulty,
-    span_nll,
     training_order,
 )
 from soft.errors import SoftError
+from soft.scoring import encode_pair, scoring_texts, span_nll
 from soft.io import write_jsonl
 from soft.layouts import Layout
 from soft.principles import load_principles

@@ -8,8 +8,9 @@ import pytest
 from tiny import REPO, make_tiny_model
 
 from soft.diagnostics import (distinct_n, mean_length, preference_scores, read_validation, repetition_rate,
-                              summarize_answers, token_entropy)
+                              summarize_answers)
 from soft.errors import SoftError
+from soft.scoring import token_entropy
 from soft.records import read_prompts
 
 

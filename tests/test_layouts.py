@@ -121,7 +121,8 @@ def test_plain_training_data_is_what_the_optimiser_sees(plain_dir, tmp_path, mon
 
 
 def test_curriculum_scores_in_the_plain_layout(plain_dir, plain_tok):
-    from soft.curriculum import encode_pair, score_records, scoring_texts, span_nll
+    from soft.curriculum import score_records
+    from soft.scoring import encode_pair, scoring_texts, span_nll
     from soft.models import load_causal_lm
 
     lay = Layout.from_settings(plain_tok, PLAIN)

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 
 from soft.errors import SoftError
 from soft.io import FieldSpec, read_jsonl
 from soft.layouts import Layout
 from soft.principles import Principles
+from soft.scoring import encode_pair, scoring_texts, span_nll
 
 log = logging.getLogger(__name__)
 
@@ -53,65 +53,6 @@ def check_curriculum(key: str, curriculum: dict) -> None:
         raise SoftError(
             f"config key '{key}.target': scope across_rounds sorts prompts before any answer is "
             f"written; set target: prompt, or scope: within_round")
-
-
-def scoring_texts(tokenizer, layout: Layout, principles: Principles, prompt: str,
-                  response: str | None) -> tuple[str, str]:
-    """(context, scored span) for one example, in the training layout (soft.layouts):
-    the prompt given the distilled system prompt (response None), else the answer given
-    both."""
-    if response is None:
-        return layout.user_span(tokenizer, principles.system_prompt, prompt)
-    return layout.prompt_text(tokenizer, principles.system_prompt, prompt), response
-
-
-def encode_pair(tokenizer, context: str, span: str, max_length: int,
-                add_special_tokens: bool = False) -> tuple[list[int], list[int]]:
-    """Token ids of context and span, cut to max_length (the span keeps its start, the
-    context its end: the span is what is scored). `add_special_tokens`: the layout's
-    (Layout.add_special_tokens), for the context only."""
-    ctx = tokenizer(context, add_special_tokens=add_special_tokens).input_ids
-    tgt = tokenizer(span, add_special_tokens=False).input_ids[:max(1, max_length - 1)]
-    if not tgt:
-        raise SoftError("empty span to score")
-    room = max_length - len(tgt)
-    ctx = ctx[-room:] if room > 0 else []
-    return ctx, tgt
-
-
-def span_nll(model, pairs: list[tuple[list[int], list[int]]], pad_id: int, batch_size: int) -> list[tuple[float, int]]:
-    """Mean NLL of each span given its context, batched by length (longest first)."""
-    import torch
-    import torch.nn.functional as F
-
-    out: list[tuple[float, int]] = [(0.0, 0)] * len(pairs)
-    lengths = [len(c) + len(t) for c, t in pairs]
-    order = sorted(range(len(pairs)), key=lambda i: (-lengths[i], i))
-    start = time.perf_counter()
-    for b in range(0, len(order), batch_size):
-        idx = order[b:b + batch_size]
-        width = max(lengths[i] for i in idx)
-        ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(idx), width), dtype=torch.long)
-        labels = torch.full((len(idx), width), -100, dtype=torch.long)
-        for row, i in enumerate(idx):
-            ctx, tgt = pairs[i]
-            seq = ctx + tgt
-            ids[row, :len(seq)] = torch.tensor(seq)
-            mask[row, :len(seq)] = 1
-            labels[row, len(ctx):len(seq)] = torch.tensor(tgt)
-        ids, mask, labels = ids.to(model.device), mask.to(model.device), labels.to(model.device)
-        with torch.inference_mode():
-            logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-        target = labels[:, 1:]
-        nll = F.cross_entropy(logits.transpose(1, 2), target, ignore_index=-100, reduction="none")
-        counts = (target != -100).sum(dim=1)
-        sums = nll.sum(dim=1)
-        for row, i in enumerate(idx):
-            out[i] = (float(sums[row] / counts[row]), int(counts[row]))
-        log.info("scored %d/%d examples (%.1f s)", min(b + batch_size, len(order)), len(order),
-                 time.perf_counter() - start)
-    return out
 
 
 def score_records(records: list[dict], model_dir: str, principles: Principles, target: str,

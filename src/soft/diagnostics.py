@@ -68,40 +68,6 @@ def mean_length(texts: list[str]) -> float:
     return sum(len(_words(t)) for t in texts) / len(texts) if texts else 0.0
 
 
-def token_entropy(model, pairs: list[tuple[list[int], list[int]]], pad_id: int, batch_size: int) -> list[float]:
-    """Mean entropy (nats) of the model's next-token distribution at the positions that
-    predict each answer's tokens, given its context: one teacher-forced pass per batch
-    of similar lengths. An empty answer scores 0 (so does a one-token answer without
-    context: nothing predicts its only token)."""
-    import torch
-
-    out = [0.0] * len(pairs)
-    todo = [i for i, (_, ans) in enumerate(pairs) if ans]
-    lengths = {i: len(pairs[i][0]) + len(pairs[i][1]) for i in todo}
-    order = sorted(todo, key=lambda i: (-lengths[i], i))
-    for b in range(0, len(order), batch_size):
-        idx = order[b:b + batch_size]
-        width = max(lengths[i] for i in idx)
-        ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(idx), width), dtype=torch.long)
-        for row, i in enumerate(idx):
-            seq = pairs[i][0] + pairs[i][1]
-            ids[row, :len(seq)] = torch.tensor(seq)
-            mask[row, :len(seq)] = 1
-        with torch.inference_mode():
-            logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits.float()
-        logp = torch.log_softmax(logits, dim=-1)
-        entropy = -(logp.exp() * logp).sum(dim=-1)  # (batch, width)
-        for row, i in enumerate(idx):
-            ctx, ans = pairs[i]
-            # position p predicts token p+1: the answer's tokens are predicted from
-            # positions len(ctx)-1 .. len(ctx)+len(ans)-2 (without context, the first
-            # answer token has no predicting position)
-            span = entropy[row, max(len(ctx) - 1, 0):len(ctx) + len(ans) - 1]
-            out[i] = float(span.mean()) if span.numel() else 0.0
-    return out
-
-
 def preference_scores(nll_chosen: list[float], nll_rejected: list[float]) -> dict:
     """acc: share of items whose better answer has the lower mean NLL; margin: mean of
     NLL(rejected) - NLL(chosen), in nats per token (higher = prefers the better answer)."""

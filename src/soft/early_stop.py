@@ -107,10 +107,10 @@ def score_preferences(model_dir: str, validation: str, principles, batch_size: i
     """Mean answer NLL of `chosen` and `rejected` given the prompt, in the training layout
     (soft.layouts; the distilled system prompt, as the round's model was trained), -> acc
     and margin. `layout`: soft.layouts.layout_settings of the config (None = auto)."""
-    from soft.curriculum import encode_pair, scoring_texts, span_nll
     from soft.diagnostics import preference_scores, read_validation
     from soft.layouts import Layout
     from soft.models import load_causal_lm, load_tokenizer
+    from soft.scoring import encode_pair, scoring_texts, span_nll
 
     items = read_validation(validation)
     tokenizer = load_tokenizer(model_dir, padding_side="right")

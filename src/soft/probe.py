@@ -23,10 +23,10 @@ def probe_model(model_dir: str, prompts: list[dict], principles: Principles, set
                 seed: int, round_k: int, layout: dict | None = None) -> tuple[list[dict], dict]:
     """(answer records, diagnostics) of one model on the probe prompts. `layout`:
     soft.layouts.layout_settings of the config (None = auto)."""
-    from soft.curriculum import encode_pair
-    from soft.diagnostics import summarize_answers, token_entropy
+    from soft.diagnostics import summarize_answers
     from soft.generate import GenerationSettings, generate_hf
     from soft.models import load_causal_lm, load_tokenizer
+    from soft.scoring import encode_pair, token_entropy
 
     prompts = prompts[:settings.get("max_prompts") or len(prompts)]
     tokenizer = load_tokenizer(model_dir)
