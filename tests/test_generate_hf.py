@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from soft.generate import GenerationSettings, encode_split, generate_hf, shared_prefix
+from soft.decoding import GenerationSettings
+from soft.generate import encode_split, generate_hf, shared_prefix
 from soft.icl import IclSettings
 from soft.generate import plan_requests
 from soft.principles import load_exemplars, load_principles
@@ -72,7 +73,8 @@ def test_overlong_prompts_fall_back_to_left_truncation(tiny, caplog):
 def test_static_cache_gives_the_tokens_of_stock_generate(tiny):
     """generate_hf decodes into a preallocated cache (batch_cache); transformers' own
     generate with its default dynamic cache must give the same greedy tokens."""
-    from soft.generate import STOP_STRINGS, batch_cache
+    from soft.decoding import STOP_STRINGS
+    from soft.generate import batch_cache
 
     tok, model = tiny
     assert type(batch_cache(model, 1, 8)).__name__ == "StaticCache"  # Llama layers take the fast path
@@ -137,7 +139,7 @@ def test_batched_padded_static_cache_gives_the_tokens_of_stock_generate(decisive
     into the static cache; stock `generate` on each prompt alone, unpadded, with its
     default dynamic cache, must give the same greedy tokens, and so must stock `generate`
     on the same three left-padded."""
-    from soft.generate import STOP_STRINGS
+    from soft.decoding import STOP_STRINGS
 
     tok, model = decisive
     prompts = [PROMPTS[4], PROMPTS[1], PROMPTS[3]]

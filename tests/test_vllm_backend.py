@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from soft.errors import SoftError
-from soft.generate import STOP_STRINGS, GenerationSettings
+from soft.decoding import STOP_STRINGS, GenerationSettings
 from soft.vllm_backend import (
     CPU_KVCACHE_GIB,
     check_vllm_python,

@@ -74,7 +74,8 @@ def default_generation_batch() -> int:
 
 
 def bench_generation(model_dir: str, n_prompts: int, max_new_tokens: int, batch_size: int) -> dict:
-    from soft.generate import GenerationSettings, encode_split, generate_hf, plan_requests, shared_prefix
+    from soft.decoding import GenerationSettings
+    from soft.generate import encode_split, generate_hf, plan_requests, shared_prefix
     from soft.icl import IclSettings
     from soft.models import load_causal_lm, load_tokenizer
     from soft.principles import load_exemplars, load_principles
@@ -114,7 +115,8 @@ def bench_backends(model_dir: str, n_prompts: int, max_new_tokens: int, batch_si
     Python start, `import vllm`, engine start, generate, exit). New tokens are counted with
     one tokenizer for both; vLLM runs bf16 on this CPU (dtype auto), transformers fp32."""
     from soft.errors import SoftError
-    from soft.generate import GenerationSettings, generate_hf, plan_requests
+    from soft.decoding import GenerationSettings
+    from soft.generate import generate_hf, plan_requests
     from soft.icl import IclSettings
     from soft.models import load_causal_lm, load_tokenizer
     from soft.principles import load_exemplars, load_principles

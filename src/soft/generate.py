@@ -6,29 +6,12 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
 
+from soft.decoding import STOP_STRINGS, GenerationSettings
 from soft.icl import IclSettings, choose_exemplars
-from soft.principles import ANSWER_TAG, SEPARATOR, USER_TAG, Principles, build_prompt
+from soft.principles import ANSWER_TAG, Principles, build_prompt
 
 log = logging.getLogger(__name__)
-
-# Generation stops once the model starts a new conversation or user turn: nothing after
-# that can be part of the answer, so decoding it would only cost time.
-STOP_STRINGS = ["\n" + USER_TAG, "\n" + SEPARATOR]
-
-
-@dataclass(frozen=True)
-class GenerationSettings:
-    backend: str = "auto"  # auto | hf | vllm (soft.vllm_backend.resolve_backend)
-    dtype: str = "auto"  # vLLM only; the hf backend follows `precision`
-    precision: str = "fp32"  # hf backend: auto | fp32 | bf16 (soft.precision)
-    max_new_tokens: int = 160
-    temperature: float = 0.7
-    top_p: float = 0.95
-    batch_size: int = 16
-    max_prompt_tokens: int = 1536
-
 
 def plan_requests(prompts: list[dict], principles: Principles, exemplar_pool: list[dict],
                   icl: IclSettings, seed: int) -> list[dict]:

@@ -24,7 +24,8 @@ def probe_model(model_dir: str, prompts: list[dict], principles: Principles, set
     """(answer records, diagnostics) of one model on the probe prompts. `layout`:
     soft.layouts.layout_settings of the config (None = auto)."""
     from soft.diagnostics import summarize_answers
-    from soft.generate import GenerationSettings, generate_hf
+    from soft.decoding import GenerationSettings
+    from soft.generate import generate_hf
     from soft.models import load_causal_lm, load_tokenizer
     from soft.scoring import encode_pair, token_entropy
 

@@ -156,7 +156,8 @@ class NearDuplicateFilter:
 def write_pool(model_dir: str, qtypes: list[QuestionType], settings: SelfInstructSettings,
                seed: int) -> tuple[list[dict], dict]:
     """The generated prompt pool (records: id, prompt, category) and counts per step."""
-    from soft.generate import GenerationSettings, generate_hf
+    from soft.decoding import GenerationSettings
+    from soft.generate import generate_hf
     from soft.models import load_causal_lm, load_tokenizer
 
     tokenizer = load_tokenizer(model_dir)

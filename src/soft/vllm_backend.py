@@ -163,7 +163,7 @@ def request_seed(seed: int, prompt_id: str) -> int:
 
 def sampling_kwargs(settings, seed: int) -> dict:
     """Keyword arguments of vllm.SamplingParams (temperature 0 = greedy)."""
-    from soft.generate import STOP_STRINGS
+    from soft.decoding import STOP_STRINGS
 
     return {
         "n": 1,
@@ -204,7 +204,7 @@ def run_engine(request: dict) -> dict:
     """Continuations of request["texts"], in order, with vLLM's offline engine in this
     process; with the counts and times the job logs and soft.bench reports."""
     vllm = import_vllm()  # first: without vllm, nothing else matters
-    from soft.generate import GenerationSettings
+    from soft.decoding import GenerationSettings
     from soft.models import check_model_dir
 
     model_dir = check_model_dir(request["model_dir"])

@@ -1,5 +1,6 @@
 """Answer one round's prompts with the previous round's model, principles and exemplars."""
-from soft.generate import GenerationSettings, generate_records
+from soft.decoding import GenerationSettings
+from soft.generate import generate_records
 from soft.icl import IclSettings, load_pool
 from soft.io import write_jsonl
 from soft.principles import load_principles
