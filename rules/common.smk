@@ -12,16 +12,11 @@ from soft.config import (
     check_paper,
     check_pool_sizes,
     check_train_gpus,
-    evaluation_settings,
-    included_experiments,
     load_schema,
     output_dirs,
-    paper_settings,
-    prompt_source,
     prompts_file,
-    resolve_experiments,
+    resolve,
     rule_resources,
-    seed_instances,
 )
 from soft.base_model import check_source_inputs
 from soft.benchmarks import check_local_sdist
@@ -31,7 +26,6 @@ from soft.early_stop import validation_kind
 from soft.errors import SoftError, refuse
 from soft.icl import earlier_rounds
 from soft.io import read_json
-from soft.layouts import layout_settings
 from soft.principles import load_exemplars, load_principles
 from soft.prompt_pool import check_local_copy, known_pool_size
 from soft.records import read_prompts
@@ -49,14 +43,14 @@ wildcard_constraints:
 # file fails here, with one message, rather than hours into the chain.
 SCHEMA = load_schema(Path(workflow.basedir) / "config" / "schema" / "config.schema.yaml")
 try:
-    # The grid's experiments, plus the ablations `snakemake paper` includes, once per seed.
-    # Only the paper target asks for the included ones; `all` builds the grid.
-    PAPER = paper_settings(config, SCHEMA)
-    _all_experiments, PAPER_PANELS = included_experiments(config, PAPER, SCHEMA)
-    NAMED_EXPERIMENTS = resolve_experiments({**config, "experiments": _all_experiments}, SCHEMA)
-    EXPERIMENTS = seed_instances(NAMED_EXPERIMENTS, config.get("seeds"), config.get("seed", 0))
-    GRID = [i for i, cfg in EXPERIMENTS.items() if cfg["name"] in config["experiments"]]
-    PROMPT_SOURCE = prompt_source(config, SCHEMA)
+    # Every setting the jobs receive, resolved once (`python -m soft.config show` prints
+    # one instance's): the grid's experiments, plus the ablations `snakemake paper`
+    # includes, once per seed. Only the paper target asks for the included ones; `all`
+    # builds the grid.
+    RUN = resolve(config, SCHEMA)
+    PAPER, PAPER_PANELS = RUN["paper"], RUN["paper_panels"]
+    NAMED_EXPERIMENTS, EXPERIMENTS, GRID = RUN["named_experiments"], RUN["experiments"], RUN["grid"]
+    PROMPT_SOURCE = RUN["prompt_source"]
     PROMPTS_FILE = prompts_file(PROMPT_SOURCE)
     if PROMPT_SOURCE["source"] == "file":
         n_prompts, prompts_label = len(read_prompts(PROMPTS_FILE)), PROMPTS_FILE
@@ -77,8 +71,8 @@ try:
     load_principles(config["principles"])  # checked now, not when the first job reads it
     check_pool_sizes(NAMED_EXPERIMENTS, n_prompts, len(EXEMPLAR_POOL), prompts_label, config["exemplars"])
     # How every stage but principle-driven generation lays out a (system, user) turn.
-    LAYOUT = layout_settings(config["base_model"])
-    EVALUATION = evaluation_settings(config, SCHEMA)
+    LAYOUT = RUN["layout"]
+    EVALUATION = RUN["evaluation"]
     check_evaluation(EVALUATION, NAMED_EXPERIMENTS)
     check_paper(PAPER, NAMED_EXPERIMENTS)
     check_train_gpus(NAMED_EXPERIMENTS, rule_resources(config, "train_model", SCHEMA)["gpu"])

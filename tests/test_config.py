@@ -542,3 +542,50 @@ def test_paper_config_scores_and_judges_everything(monkeypatch):
     assert cfg["evaluation"]["limit"] is None
     assert cfg["evaluation"]["probe"]["max_prompts"] is None
     assert cfg["evaluation"]["judge"]["kind"] == "endpoint"
+
+
+JOB_SETTINGS_OF_THE_WORKFLOW = """
+import json, sys
+from pathlib import Path
+from snakemake.api import SnakemakeApi
+from snakemake.iocontainers import Wildcards
+from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings, StorageSettings
+configfile, instance = sys.argv[1:]
+with SnakemakeApi(OutputSettings(quiet={"all"})) as api:
+    wf = api.workflow(resource_settings=ResourceSettings(cores=1), storage_settings=StorageSettings(),
+                      config_settings=ConfigSettings(configfiles=[Path(configfile)]),
+                      snakefile=Path("Snakefile"), workdir=Path("."))
+    w = Wildcards(fromdict={"exp": instance, "k": "1"})
+    train = wf._workflow.get_rule("train_model").params
+    generate = wf._workflow.get_rule("generate_responses").params
+    g = wf._workflow.globals
+    print(json.dumps({"train": train.settings(w), "seed": train.seed(w), "layout": train.layout,
+                      "generation": generate.settings(w), "icl": generate.icl(w),
+                      "experiment": g["EXPERIMENTS"][instance], "evaluation": g["EVALUATION"]}))
+"""
+
+
+def test_config_show_prints_what_the_jobs_receive(monkeypatch):
+    """`python -m soft.config show` against the settings the workflow hands its jobs (the
+    train and generate rules' params, read from Snakemake's own parse of the Snakefile)."""
+    import json
+    import subprocess
+    import sys
+
+    from soft.config import load_config, main, show
+
+    # an ablation-style config: `extends:`, sizes and sources changed, the curriculum on
+    configfile, instance = "config/experiments/paper_rehearsal.yaml", "soft_plus"
+    proc = subprocess.run([sys.executable, "-c", JOB_SETTINGS_OF_THE_WORKFLOW, configfile, instance], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    job = json.loads(proc.stdout.strip().splitlines()[-1])
+    monkeypatch.chdir(REPO)
+    shown = show(load_config(configfile), instance)
+    exp = {k: v for k, v in shown["experiment"].items() if k != "instance"}
+    assert exp == job["experiment"] and shown["evaluation"] == job["evaluation"]
+    generation = {k: v for k, v in exp["generation"].items() if k != "model"}  # the job's input, not a param
+    assert (exp["train"], generation, exp["icl"], exp["seed"]) == (job["train"], job["generation"], job["icl"],
+                                                                   job["seed"])
+    assert shown["layout"] == job["layout"]
+    assert main(["show", "--configfile", configfile, "no_such"]) == 1

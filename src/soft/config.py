@@ -513,3 +513,84 @@ def round_sizes(prompt_budget: int, rounds: int) -> list[int]:
     """Prompts per round: as equal as possible, earlier rounds take the remainder."""
     q, r = divmod(prompt_budget, rounds)
     return [q + (1 if i < r else 0) for i in range(rounds)]
+
+
+def load_config(configfile: str | Path, schema: dict | None = None) -> dict:
+    """A config file as the Snakefile reads one given with --configfile: its `extends:`
+    chain applied, then the schema check."""
+    path = Path(configfile)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise SoftError(f"{path}: cannot read ({e.strerror})") from None
+    except yaml.YAMLError as e:
+        raise SoftError(yaml_problem(path, e)) from None
+    if not isinstance(raw, dict):
+        raise SoftError(f"{path}: expected a mapping of config keys")
+    config = extend_config(raw)
+    validate_schema(config, schema or load_schema())
+    return config
+
+
+def resolve(config: dict, schema: dict | None = None) -> dict:
+    """Every setting the jobs of a (schema-checked) config receive, resolved once: the
+    paper settings and panels, each experiment (schema defaults <- `defaults` <- its
+    overrides <- `paper.include`) by name and once per seed (`experiments`: instance ->
+    settings, what every job of that instance is given), the grid's instances, the prompt
+    source, the evaluation settings and the layout every stage but principle-driven
+    generation uses. rules/common.smk calls this once; `python -m soft.config show` prints
+    it for one instance."""
+    from soft.layouts import layout_settings
+
+    schema = schema or load_schema()
+    paper = paper_settings(config, schema)
+    all_experiments, panels = included_experiments(config, paper, schema)
+    named = resolve_experiments({**config, "experiments": all_experiments}, schema)
+    instances = seed_instances(named, config.get("seeds"), config.get("seed", 0))
+    return {"paper": paper, "paper_panels": panels, "named_experiments": named, "experiments": instances,
+            "grid": [i for i, cfg in instances.items() if cfg["name"] in config["experiments"]],
+            "prompt_source": prompt_source(config, schema), "evaluation": evaluation_settings(config, schema),
+            "layout": layout_settings(config["base_model"])}
+
+
+def show(config: dict, instance: str, schema: dict | None = None) -> dict:
+    """What one experiment instance's jobs receive: its settings, the evaluation, the
+    layout, the prompt source, and the resources of every rule the config names."""
+    schema = schema or load_schema()
+    run = resolve(config, schema)
+    if instance not in run["experiments"]:
+        raise SoftError(f"no experiment instance {instance!r} in this config; it has "
+                        f"{', '.join(run['experiments'])}")
+    return {"experiment": {"instance": instance, **run["experiments"][instance]},
+            "evaluation": run["evaluation"], "layout": run["layout"], "prompt_source": run["prompt_source"],
+            "resources": {rule: rule_resources(config, rule, schema) for rule in (config.get("resources") or {})}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(prog="python -m soft.config",
+                                 description="Print the resolved settings one experiment's jobs receive.")
+    sub = ap.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("show", help="the settings of one experiment instance (JSON)")
+    p.add_argument("instance", nargs="?", help="experiment instance (without it: list them)")
+    p.add_argument("--configfile", default="config/config.yaml")
+    a = ap.parse_args(argv)
+    try:
+        config = load_config(a.configfile)
+        if a.instance is None:
+            run = resolve(config)
+            for name, cfg in run["experiments"].items():
+                where = "grid" if name in run["grid"] else "paper.include"
+                print(f"{name}\t{cfg['rounds']} rounds, seed {cfg['seed']} ({where})")
+            return 0
+        print(json.dumps(show(config, a.instance), indent=1, sort_keys=True))
+    except SoftError as e:
+        print(f"invalid configuration: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
