@@ -113,7 +113,7 @@ def bench_backends(model_dir: str, n_prompts: int, max_new_tokens: int, batch_si
     as a job sees it. hf: transformers in this process (model load + generate; torch is
     already imported). vllm: the engine process in vLLM's interpreter (soft.vllm_backend:
     Python start, `import vllm`, engine start, generate, exit). New tokens are counted with
-    one tokenizer for both; vLLM runs bf16 on this CPU (dtype auto), transformers fp32."""
+    one tokenizer for both; vLLM in dtype auto (bf16 where the CPU has bf16 units, else fp32), transformers fp32."""
     from soft.errors import SoftError
     from soft.decoding import GenerationSettings
     from soft.generate import generate_hf, plan_requests
