@@ -24,6 +24,7 @@ from tiny import REPO, make_tiny_model, tiny_config
 from soft.judge import VERDICTS, EndpointJudge, judge_pairs
 from soft.records import read_generations
 from soft.vllm_server import http_get
+from soft.vllm_backend import engine_dtype
 
 pytestmark = pytest.mark.vllm
 
@@ -59,7 +60,8 @@ def test_generation_rule_with_vllm_is_well_formed_and_repeatable(tmp_path, vllm_
     log = (tmp_path / "logs/single_round/generate_responses/round1.log").read_text()
     assert "backend vllm (generation.backend: vllm)" in log
     assert f"vllm engine: {vllm_venv / 'python'} -m soft.vllm_backend (16 prompts)" in log
-    assert "[vllm]" in log and "on CPU; engine start" in log
+    # dtype auto, decided from this CPU's flags (float32 without bf16 units)
+    assert "[vllm]" in log and f"on CPU, dtype {engine_dtype('auto', cuda=False)}; engine start" in log
     records = read_generations(out)
     prompts = [json.loads(line) for line in (tmp_path / "results/single_round/prompts/round1.jsonl").open()]
     assert [r["id"] for r in records] == [p["id"] for p in prompts]
