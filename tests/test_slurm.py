@@ -39,7 +39,9 @@ DAEMONS = ("munged", "slurmctld", "slurmd")
 # The plugin stops trusting squeue (and falls back to sacct, which hangs without
 # slurmdbd) unless MinJobAge >= 3 x the first status-check delay.
 STATUS_INIT_S = 3
-MIN_JOB_AGE_S = 300
+# A finished job's record must also outlive the run, for the scontrol checks after it: the
+# run took about 330 s alone and longer beside the rehearsal, and job 1's record was gone.
+MIN_JOB_AGE_S = 3600
 
 
 def sh(*cmd: str, timeout: int = 60, check: bool = True, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
