@@ -109,7 +109,7 @@ test-rehearsal: setup vllm-env
 	$(PY) -m pytest -m rehearsal -q
 
 # The full embedded default (SmolLM2-135M, real benchmarks; 27 min 19 s in a fresh-clone CI run
-# at 3cf6f87, longer if no chain stops early).
+# at 3cf6f87, where chains stopped early; over 40 min at 633b8fa, where both ran all rounds).
 test-embedded: setup
 	$(PY) -m pytest -m embedded -q
 

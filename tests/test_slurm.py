@@ -40,7 +40,7 @@ DAEMONS = ("munged", "slurmctld", "slurmd")
 # slurmdbd) unless MinJobAge >= 3 x the first status-check delay.
 STATUS_INIT_S = 3
 # A finished job's record must also outlive the run, for the scontrol checks after it: the
-# run took about 330 s alone and longer beside the rehearsal, and job 1's record was gone.
+# run took about 330 s alone, 541 s beside the rehearsal, and job 1's record was gone.
 MIN_JOB_AGE_S = 3600
 
 
@@ -295,7 +295,7 @@ def test_tiny_pipeline_runs_through_slurm(cluster, tmp_path):
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
            "--configfile", str(cfg), "--profile", str(profile), "--verbose"]
     # About 330 s alone, most of it the plugin's status polling; CI runs this test beside
-    # the rehearsal (.ci/run), which slows its jobs: a wide bound.
+    # the embedded default (.ci/run), which slows its jobs: a wide bound.
     proc = sh(*cmd, timeout=900, check=False, env=cluster.env, cwd=workdir)
     elapsed = time.monotonic() - started
     out = proc.stdout + proc.stderr
