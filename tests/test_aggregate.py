@@ -26,7 +26,8 @@ def _eval(tmp: Path, name: str, tasks: dict) -> Path:
 @pytest.fixture
 def evals(tmp_path) -> list[dict]:
     def hhh(acc, norm):
-        return {"soft_hhh_ab": {"acc_norm": (norm, 0.03), "acc": (acc, 0.031)},
+        # the headline HHH is acc_both_orders (per item); acc / acc_norm count each order
+        return {"soft_hhh_ab": {"acc_norm": (norm, 0.03), "acc": (acc, 0.031), "acc_both_orders": (acc + 0.01, 0.04)},
                 "soft_truthfulqa_mc1": {"acc": (acc / 2, 0.02)}}
 
     base = _eval(tmp_path, "base", hhh(0.50, 0.52))
@@ -59,12 +60,12 @@ def test_tidy_rows():
 def test_metrics_table_columns_and_order(evals):
     df = metrics_table(evals)
     assert list(df.columns) == ["experiment", "round", "task", "metric", "value", "stderr", "n_train_prompts"]
-    assert len(df) == 6 * 3
+    assert len(df) == 6 * 4
     keys = list(zip(df.experiment, df["round"], df.task, df.metric))
     assert keys == sorted(keys)
-    assert keys[:3] == [("single_round", 0, "soft_hhh_ab", "acc"), ("single_round", 0, "soft_hhh_ab", "acc_norm"),
-                        ("single_round", 0, "soft_truthfulqa_mc1", "acc")]
-    assert list(df.index) == list(range(18))
+    assert keys[:4] == [("single_round", 0, "soft_hhh_ab", "acc"), ("single_round", 0, "soft_hhh_ab", "acc_both_orders"),
+                        ("single_round", 0, "soft_hhh_ab", "acc_norm"), ("single_round", 0, "soft_truthfulqa_mc1", "acc")]
+    assert list(df.index) == list(range(24))
     row = df[(df.experiment == "soft") & (df["round"] == 3) & (df.metric == "acc_norm")].iloc[0]
     assert row.value == pytest.approx(0.64)
     assert row.stderr == pytest.approx(0.03)
@@ -83,7 +84,8 @@ def test_write_table(evals, tmp_path):
     assert csv.read_text().splitlines()[0] == ",".join(df.columns)
 
     lines = md.read_text(encoding="utf-8").splitlines()
-    # one fixed metric per benchmark (soft.stats.HEADLINE_METRICS): acc_norm is in the CSV only
+    # one fixed metric per benchmark (soft.stats.HEADLINE_METRICS): HHH's per-order acc and
+    # acc_norm are in the CSV only
     assert lines[0] == "| experiment | round | n_train_prompts | HHH | TruthfulQA MC1 |"
     assert lines[1].startswith("|---|---|---|")
     body = lines[2:]
@@ -92,15 +94,16 @@ def test_write_table(evals, tmp_path):
         ("single_round", "0", "0"), ("single_round", "1", "48"),
         ("soft", "0", "0"), ("soft", "1", "16"), ("soft", "2", "32"), ("soft", "3", "48"),
     ]
-    assert body[-1] == "| soft | 3 | 48 | 0.620 | 0.310 |"
+    assert body[-1] == "| soft | 3 | 48 | 0.630 | 0.310 |"
     assert [p.name for p in sorted(csv.parent.iterdir())] == ["metrics.csv", "metrics.md"]  # no temp files
 
 
 def test_write_table_missing_metric_shows_dash(tmp_path):
     """A headline metric missing for one row is a dash; one missing everywhere (here MC2,
     and HHH acc_norm) gets no column."""
-    ev = _eval(tmp_path, "only_hhh", {"soft_hhh_ab": {"acc": (0.5, 0.1)}})
-    both = _eval(tmp_path, "both", {"soft_hhh_ab": {"acc": (0.6, 0.1)}, "soft_truthfulqa_mc1": {"acc": (0.2, 0.05)}})
+    ev = _eval(tmp_path, "only_hhh", {"soft_hhh_ab": {"acc_both_orders": (0.5, 0.1)}})
+    both = _eval(tmp_path, "both", {"soft_hhh_ab": {"acc_both_orders": (0.6, 0.1)},
+                                    "soft_truthfulqa_mc1": {"acc": (0.2, 0.05)}})
     df = metrics_table([entry("x", 0, 0, ev), entry("x", 1, 8, both)])
     write_table(df, tmp_path / "m.csv", tmp_path / "m.md")
     lines = (tmp_path / "m.md").read_text(encoding="utf-8").splitlines()
@@ -134,7 +137,7 @@ def _json(tmp: Path, name: str, obj) -> Path:
 def chains(tmp_path) -> tuple[list[dict], list[Path], dict]:
     """A 3-round chain that ran to the end and one that stopped after round 1, with
     validation, probe diagnostics, filter stats and judge results."""
-    ev = _eval(tmp_path, "ev", {"soft_hhh_ab": {"acc": (0.5, 0.1)}})
+    ev = _eval(tmp_path, "ev", {"soft_hhh_ab": {"acc_both_orders": (0.5, 0.1)}})
     entries = []
     for exp, rounds, margins in (("soft", 3, [0.2, 0.3, 0.35, 0.4]), ("fixed", 1, [0.2, 0.1])):
         for k in range(rounds + 1):

@@ -70,27 +70,38 @@ def test_rounds_label():
     assert rounds_label([2, 2]) == "2" and rounds_label([3, 1, 2]) == "1-3"
 
 
+def _metrics(task: str, v) -> dict:
+    # an A/B HHH document's value is its letter margin (soft.evaluate.letter_margin)
+    if task.startswith("soft_hhh_ab_"):
+        return {"acc": int(v > 0), "acc_norm": int(v > 0), "margin": v}
+    return {"acc": v, "acc_norm": v}
+
+
 def write_samples(path, task_values: dict[str, list]):
     path.parent.mkdir(parents=True, exist_ok=True)
-    lines = [json.dumps({"task": t, "doc_id": i, "metrics": {"acc": v, "acc_norm": v}})
+    lines = [json.dumps({"task": t, "doc_id": i, "metrics": _metrics(t, v)})
              for t in sorted(task_values) for i, v in enumerate(task_values[t])]
     path.write_text("\n".join(lines) + "\n")
     return str(path)
 
 
 def test_comparison_table_numbers(tmp_path):
+    # HHH values are letter margins; documents 2i and 2i+1 are item i in both orders
     base = write_samples(tmp_path / "b.jsonl", {"soft_truthfulqa_mc1": [0, 0, 0, 0, 1, 1],
-                                                "soft_hhh_ab_harmless": [0, 1], "soft_hhh_ab_honest": [0, 0]})
+                                                "soft_hhh_ab_harmless": [-1, 0.5], "soft_hhh_ab_honest": [-1, -1]})
     r1 = write_samples(tmp_path / "r1.jsonl", {"soft_truthfulqa_mc1": [1, 1, 1, 1, 1, 1],
-                                               "soft_hhh_ab_harmless": [1, 1], "soft_hhh_ab_honest": [1, 0]})
+                                               "soft_hhh_ab_harmless": [1, 1], "soft_hhh_ab_honest": [2, -1]})
     specs = [{"experiment": "soft", "round": "1", "reference": "soft", "reference_round": "0", "kind": "round0",
               "candidate": {0: r1}, "baseline": {0: base}}]
     df = comparison_table(specs)
     assert list(df.columns) == COMPARISON_COLUMNS + ["kind", "n_seeds"]
-    hhh = df[df.task == "soft_hhh_ab"].iloc[0]
-    # the group pools its subtasks: 4 documents, 2 flipped up
-    assert (hhh.n, hhh["diff"], hhh.test) == (4, 0.5, TEST_MCNEMAR)
+    hhh = df[(df.task == "soft_hhh_ab") & (df.metric == "acc_both_orders")].iloc[0]
+    # the headline pools its subtasks' items: 2 items (4 documents), both flipped up
+    assert (hhh.n, hhh["diff"], hhh.test) == (2, 1.0, TEST_MCNEMAR)
     assert hhh.p_value == pytest.approx(0.5)
+    # the second view counts each order as a document: 4 documents, 2 flipped up
+    per_order = df[(df.task == "soft_hhh_ab") & (df.metric == "acc")].iloc[0]
+    assert (per_order.n, per_order["diff"], per_order.p_value) == (4, 0.5, pytest.approx(0.5))
     mc1 = df[df.task == "soft_truthfulqa_mc1"].iloc[0]
     assert (mc1.n, mc1["diff"]) == (6, pytest.approx(4 / 6)) and mc1.p_value == pytest.approx(2 * 0.5 ** 4)
     assert set(df.task) == {"soft_hhh_ab", "soft_truthfulqa_mc1"}  # nothing else was evaluated
@@ -114,14 +125,14 @@ def test_comparison_table_over_seeds(tmp_path):
 @pytest.fixture
 def grid(tmp_path):
     ev = tmp_path / "ev.json"
-    ev.write_text(json.dumps({"tasks": {"soft_hhh_ab": {"acc": {"value": 0.5, "stderr": 0.1}}}}))
+    ev.write_text(json.dumps({"tasks": {"soft_hhh_ab": {"acc_both_orders": {"value": 0.5, "stderr": 0.1}}}}))
     entries = [{"experiment": "soft", "round": k, "n_train_prompts": 16 * k, "eval": ev} for k in range(2)]
     comparisons = pd.DataFrame([
         {"experiment": "soft", "round": "1", "reference": "soft", "reference_round": "0", "task": "soft_hhh_ab",
-         "metric": "acc", "n": 100, "diff": 0.04, "ci_low": -0.02, "ci_high": 0.1, "p_value": 0.21,
+         "metric": "acc_both_orders", "n": 100, "diff": 0.04, "ci_low": -0.02, "ci_high": 0.1, "p_value": 0.21,
          "test": TEST_MCNEMAR, "kind": "round0", "n_seeds": 1},
         {"experiment": "soft", "round": "1", "reference": "single_round", "reference_round": "1",
-         "task": "soft_hhh_ab", "metric": "acc", "n": 100, "diff": -0.01, "ci_low": -0.05, "ci_high": 0.03,
+         "task": "soft_hhh_ab", "metric": "acc_both_orders", "n": 100, "diff": -0.01, "ci_low": -0.05, "ci_high": 0.03,
          "p_value": 0.8, "test": TEST_MCNEMAR, "kind": "fixed budget", "n_seeds": 1},
     ])
     return entries, comparisons
@@ -139,9 +150,9 @@ def test_metrics_md_carries_the_paired_change(grid, tmp_path):
 
 def test_figure_error_bars_are_the_paired_ci(grid):
     _, comparisons = grid
-    below, above = change_bars(comparisons, "soft", "soft_hhh_ab", "acc", [0, 1])[1]
+    below, above = change_bars(comparisons, "soft", "soft_hhh_ab", "acc_both_orders", [0, 1])[1]
     assert (below, above) == (pytest.approx(0.06), pytest.approx(0.06))
-    assert change_bars(comparisons, "soft", "soft_hhh_ab", "acc", [0, 1])[0] == (0.0, 0.0)  # round 0: none
+    assert change_bars(comparisons, "soft", "soft_hhh_ab", "acc_both_orders", [0, 1])[0] == (0.0, 0.0)  # round 0: none
 
 
 def test_training_rows_from_filters_and_model_card(tmp_path):
@@ -229,10 +240,13 @@ def test_two_sample_files_compared_from_the_command_line(tmp_path, capsys):
                                                    "soft_hhh_ab_harmless": [0, 1], "soft_hhh_ab_honest": [1, 0]})
     assert main([str(bf16), str(fp32)]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[2] == "| HHH | 4 | 0.500 | 0.500 | +0.000 [+0.000, +0.000], p=1 (mcnemar_exact) | 0 |"
+    # HHH: 2 items (each shown in both orders); its second view counts the 4 documents
+    assert out[2] == "| HHH | 2 | 1.000 | 1.000 | +0.000 [+0.000, +0.000], p=1 (mcnemar_exact) | 0 |"
     assert out[3].startswith("| TruthfulQA MC1 | 6 | 0.500 | 0.667 | +0.167 [") and out[3].endswith(
         "p=1 (mcnemar_exact) | 1 |")
-    assert len(out) == 4  # MC2 and the raw view were not scored
+    assert out[4] == ("| HHH A/B (each order a document) | 4 | 0.500 | 0.500 | +0.000 [+0.000, +0.000], p=1 "
+                      "(mcnemar_exact) | 0 |")
+    assert len(out) == 5  # MC2 and the raw view were not scored
     other = write_samples(tmp_path / "other.jsonl", {"soft_truthfulqa_mc1": [0, 1]})
     assert main([str(other), str(fp32)]) == 2
     assert "scored on different documents" in capsys.readouterr().err

@@ -51,13 +51,13 @@ def test_default_run_writes_table_and_figure(tmp_path):
     assert points == {(exp, k) for exp, stop in stops.items() for k in range(stop["rounds_run"] + 1)}
     n_points = len(points)
     # the headline numbers, in the layout view only (the default leaves the raw view out)
-    hhh = df[(df.task == "soft_hhh_ab") & (df.metric == "acc")]
+    hhh = df[(df.task == "soft_hhh_ab") & (df.metric == "acc_both_orders")]  # per item, both orders
     tqa = df[(df.task == "soft_truthfulqa_mc1") & (df.metric == "acc")]
     mc2 = df[(df.task == "soft_truthfulqa_mc2") & (df.metric == "acc")]
     assert len(hhh) == n_points and len(tqa) == n_points and len(mc2) == n_points
     assert not df.task.isin(["soft_hhh", "soft_bigbench_truthfulqa_mc1"]).any()
     # Real scores of a real 135M model: above the floor, below perfect, with a stderr.
-    assert hhh.value.between(0.3, 0.95).all() and (hhh.stderr > 0).all()
+    assert hhh.value.between(0.2, 0.95).all() and (hhh.stderr > 0).all()
     assert tqa.value.between(0.05, 0.7).all() and (tqa.stderr > 0).all()
     assert mc2.value.between(0.05, 0.95).all()
     base = hhh[hhh["round"] == 0].value
@@ -78,6 +78,7 @@ def test_default_run_writes_table_and_figure(tmp_path):
     # every round's paired change from round 0, per headline metric
     comparisons = pd.read_csv(run / "results/tables/comparisons.csv")
     vs_base = comparisons[comparisons.kind == "round0"]
-    assert len(vs_base) == 3 * (n_points - 3) and vs_base.p_value.between(0, 1).all()
+    # HHH (both orders), MC1, MC2 and the per-order HHH second view
+    assert len(vs_base) == 4 * (n_points - 3) and vs_base.p_value.between(0, 1).all()
     scores = pd.read_json(run / "results/soft_plus/curriculum/pool_scores.jsonl", lines=True)
     assert len(scores) == 48 and scores.nll.between(0.1, 20).all()

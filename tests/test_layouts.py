@@ -219,12 +219,26 @@ def test_evaluation_views_and_samples_in_the_plain_layout(plain_dir, bench_dir, 
         for r in rs:
             if task == "soft_truthfulqa_mc2":
                 assert list(r["metrics"]) == ["acc"] and isinstance(r["metrics"]["acc"], float)
+            elif task.startswith("soft_hhh_ab_"):
+                m = r["metrics"]
+                assert list(m) == ["acc", "acc_norm", "margin"] and type(m["acc"]) is int
+                # the margin is the preferred letter's log-likelihood minus the other's
+                assert m["acc"] == int(m["margin"] > 0) and m["margin"] != 0
             else:
                 assert list(r["metrics"]) == ["acc", "acc_norm"] and set(r["metrics"].values()) <= {0, 1}
                 assert all(type(v) is int for v in r["metrics"].values())
         # the per-document results average to the task's acc
         acc = sum(r["metrics"]["acc"] for r in rs) / len(rs)
         assert acc == pytest.approx(norm["tasks"][task]["acc"]["value"])
+    # the headline HHH number: per item, the two orders' margins summed (soft.stats)
+    items = {t: [int(rs[i]["metrics"]["margin"] + rs[i + 1]["metrics"]["margin"] > 0)
+                 for i in range(0, len(rs), 2)] for t, rs in by_task.items() if t.startswith("soft_hhh_ab_")}
+    for task, wins in items.items():
+        assert norm["tasks"][task]["acc_both_orders"]["value"] == pytest.approx(sum(wins) / len(wins))
+    pooled = [w for wins in items.values() for w in wins]
+    assert len(pooled) == 4 * 3
+    assert norm["tasks"]["soft_hhh_ab"]["acc_both_orders"]["value"] == pytest.approx(sum(pooled) / len(pooled))
+    assert "acc_both_orders" not in norm["tasks"]["soft_hhh"]
     assert str(tmp_path) not in samples.read_text() and "pretrained" not in samples.read_text()
     # the same model and settings give the same bytes
     again = tmp_path / "again_samples.jsonl"

@@ -40,7 +40,9 @@ def make_df(mc2: bool = True, judge: bool = True, validation: bool = True, diagn
             for task in TASK_BASE:
                 if task == "soft_truthfulqa_mc2" and not mc2:
                     continue
-                add(exp, seed, k, task, "acc", value(task, exp, seed, k), 0.03 + 0.01 * seed)
+                # HHH A/B's headline is per item over both orders (soft.stats.HHH_BOTH_ORDERS)
+                metric = "acc_both_orders" if task.startswith("soft_hhh_ab") else "acc"
+                add(exp, seed, k, task, metric, value(task, exp, seed, k), 0.03 + 0.01 * seed)
                 if task != "soft_truthfulqa_mc2":
                     add(exp, seed, k, task, "acc_norm", value(task, exp, seed, k) + 0.01, 0.03)
             if validation:
@@ -104,7 +106,7 @@ def test_summarize_seeds_numbers(df):
                                "n_train_prompts"]
     keys = list(zip(s.experiment, s["round"], s.task, s.metric))
     assert keys == sorted(keys) and len(keys) == len(set(keys))
-    row = s[(s.experiment == "soft_plus") & (s["round"] == 2) & (s.task == "soft_hhh_ab") & (s.metric == "acc")].iloc[0]
+    row = s[(s.experiment == "soft_plus") & (s["round"] == 2) & (s.task == "soft_hhh_ab") & (s.metric == "acc_both_orders")].iloc[0]
     vals = [value("soft_hhh_ab", "soft_plus", seed, 2) for seed in (0, 1)]
     assert row["mean"] == pytest.approx(sum(vals) / 2, abs=1e-12)
     assert row["std"] == pytest.approx(sample_std(vals), abs=1e-12)
@@ -113,7 +115,7 @@ def test_summarize_seeds_numbers(df):
     assert row.stderr == pytest.approx(0.035)  # mean of 0.03 and 0.04
     assert row.n_train_prompts == 32
     # soft round 2: only seed 0 ran it -> std NaN
-    one = s[(s.experiment == "soft") & (s["round"] == 2) & (s.task == "soft_hhh_ab") & (s.metric == "acc")].iloc[0]
+    one = s[(s.experiment == "soft") & (s["round"] == 2) & (s.task == "soft_hhh_ab") & (s.metric == "acc_both_orders")].iloc[0]
     assert one.n_seeds == 1 and math.isnan(one["std"])
     assert one["mean"] == pytest.approx(value("soft_hhh_ab", "soft", 0, 2))
     # no lm-eval stderr for the signals
@@ -174,7 +176,7 @@ def comparisons_df():
 
     def add(exp, rounds, test, diff, low, high, p, n):
         rows.append({"experiment": exp, "round": rounds, "reference": exp, "reference_round": "0",
-                     "task": "soft_hhh_ab", "metric": "acc", "n": n, "diff": diff, "ci_low": low, "ci_high": high,
+                     "task": "soft_hhh_ab", "metric": "acc_both_orders", "n": n, "diff": diff, "ci_low": low, "ci_high": high,
                      "p_value": p, "test": test, "kind": "round0", "n_seeds": 2})
 
     add("soft", "1-2", "mcnemar_exact", 0.05, 0.01, 0.09, 0.02, 400)
@@ -371,14 +373,14 @@ def test_error_bars_are_the_ci_of_the_change_from_round0():
 
     comp = comparisons_df()
     # several seeds: the t interval over seeds (0.04 - (-0.05), 0.13 - 0.04)
-    below, above, source = change_error(comp, "soft_plus", "2", "soft_hhh_ab", "acc")
+    below, above, source = change_error(comp, "soft_plus", "2", "soft_hhh_ab", "acc_both_orders")
     assert (below, above, source) == (pytest.approx(0.09), pytest.approx(0.09), "seeds")
     # no interval over seeds (one seed): the paired bootstrap over documents
     comp.loc[comp.test == "t_over_seeds", ["ci_low", "ci_high"]] = float("nan")
-    below, above, source = change_error(comp, "soft", "1-2", "soft_hhh_ab", "acc")
+    below, above, source = change_error(comp, "soft", "1-2", "soft_hhh_ab", "acc_both_orders")
     assert (below, above, source) == (pytest.approx(0.04), pytest.approx(0.04), "documents")
-    assert change_error(comp, "soft", "1", "soft_hhh_ab", "acc") == (0.0, 0.0, None)
-    assert change_error(None, "soft", "1", "soft_hhh_ab", "acc") == (0.0, 0.0, None)
+    assert change_error(comp, "soft", "1", "soft_hhh_ab", "acc_both_orders") == (0.0, 0.0, None)
+    assert change_error(None, "soft", "1", "soft_hhh_ab", "acc_both_orders") == (0.0, 0.0, None)
     assert _error_bar_note({"documents", None}) == \
         "error bars: 95% CI of the change from round 0 (paired bootstrap over documents)"
     assert _error_bar_note({None}) == "no error bars (no paired comparisons)"

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from soft.errors import SoftError
-from soft.stats import (HEADLINE_METRICS, TEST_MCNEMAR, TEST_SEEDS, TEST_WILCOXON, Headline, compare, format_diff,
+from soft.stats import (HEADLINE_METRICS, SECOND_VIEW_METRICS, both_orders_outcomes, TEST_MCNEMAR, TEST_SEEDS, TEST_WILCOXON, Headline, compare, format_diff,
                         mcnemar_p, outcomes, paired_bootstrap_ci, paired_test, read_samples, seed_interval)
 
 
@@ -132,14 +132,41 @@ def test_seed_interval_one_seed_has_no_interval():
 
 def test_read_samples_and_pool_a_group(tmp_path):
     path = write_samples(tmp_path / "s.jsonl", [
-        ("soft_hhh_ab_harmless", 0, {"acc": 1, "acc_norm": 0}),
-        ("soft_hhh_ab_helpful", 0, {"acc": 0, "acc_norm": 1}),
+        ("soft_hhh_ab_harmless", 0, {"acc": 1, "acc_norm": 0, "margin": 2.0}),
+        ("soft_hhh_ab_harmless", 1, {"acc": 0, "acc_norm": 0, "margin": -0.5}),
+        ("soft_hhh_ab_helpful", 0, {"acc": 0, "acc_norm": 1, "margin": -1.0}),
+        ("soft_hhh_ab_helpful", 1, {"acc": 1, "acc_norm": 1, "margin": 0.25}),
         ("soft_truthfulqa_mc1", 3, {"acc": 1, "acc_norm": 1}),
     ])
     samples = read_samples(path)
     hhh = next(h for h in HEADLINE_METRICS if h.task == "soft_hhh_ab")
-    # the group's number pools its subtasks' documents; the same doc_id in two subtasks is two documents
+    assert hhh.metric == "acc_both_orders"
+    # the group's number pools its subtasks' items (documents 2i, 2i+1 = item i in both
+    # orders); the same item index in two subtasks is two items
     assert outcomes(samples, hhh) == {("soft_hhh_ab_harmless", 0): 1.0, ("soft_hhh_ab_helpful", 0): 0.0}
+    per_order = next(h for h in SECOND_VIEW_METRICS if h.task == "soft_hhh_ab")
+    assert outcomes(samples, per_order) == {("soft_hhh_ab_harmless", 0): 1.0, ("soft_hhh_ab_harmless", 1): 0.0,
+                                            ("soft_hhh_ab_helpful", 0): 0.0, ("soft_hhh_ab_helpful", 1): 1.0}
+
+
+def test_both_orders_cancels_a_letter_preference():
+    """A model that prefers the letter A by 3 nats whatever the answers, plus a small
+    content signal c_i: per order it is right exactly half the time, whatever c_i; summed
+    over both orders the preference cancels and the content decides."""
+    content = [0.4, -0.2, 0.1, 0.3, -0.6, 0.2]  # > 0: the model leans to the preferred answer
+    margins = {}
+    for i, c in enumerate(content):
+        preferred_first = i % 2 == 0  # the record's own order puts the preferred answer at A or B
+        for order in (0, 1):  # doc 2i: the record's order; doc 2i+1: swapped
+            preferred_is_a = preferred_first != bool(order)
+            margins[2 * i + order] = (3.0 if preferred_is_a else -3.0) + c
+    per_order = [int(m > 0) for m in margins.values()]
+    assert sum(per_order) / len(per_order) == 0.5
+    items = both_orders_outcomes(margins)
+    assert items == {i: float(c > 0) for i, c in enumerate(content)}
+    # an odd limit leaves the last item with one order: it is left out, not half-counted
+    del margins[11]
+    assert sorted(both_orders_outcomes(margins)) == [0, 1, 2, 3, 4]
 
 
 @pytest.mark.parametrize("line, problem", [

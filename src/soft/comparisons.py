@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     except SoftError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print("| metric | documents | reference | candidate | candidate - reference [95% CI], p | documents changed |")
+    print("| metric | n (documents; HHH: items) | reference | candidate | candidate - reference [95% CI], p | changed |")
     print("|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['label']} | {r['n']} | {r['reference_mean']:.3f} | {r['candidate_mean']:.3f} | "

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import math
 import os
+import statistics
 from pathlib import Path
 from typing import Any
 
 from soft.errors import SoftError
 from soft.models import check_model_dir
+from soft.benchmarks import HHH_AB_GROUP
 from soft.precision import decide
+from soft.stats import HHH_BOTH_ORDERS, MARGIN, both_orders_outcomes
 
 OFFLINE_ENV = {"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 METRICS = ("acc", "acc_norm")
@@ -27,6 +30,9 @@ DEFAULT_MODEL_CLASS = "cached"
 VIEWS = ("layout", "raw")
 # Tasks whose per-document metric is a fraction (MC2: the normalised true mass), not 0|1.
 FRACTION_TASKS = ("soft_truthfulqa_mc2",)
+# A/B tasks (soft.benchmarks.HHH_AB_TASKS, one item in both orders): their samples also
+# carry the letter margin, from which the eval JSON gets acc_both_orders (soft.stats).
+AB_TASK_PREFIX = "soft_hhh_ab_"
 
 
 def _set_offline() -> None:
@@ -252,9 +258,9 @@ def merge_views(parts: list[dict]) -> dict:
 
 def sample_records(raw: dict, fraction_tasks: tuple[str, ...] = FRACTION_TASKS) -> list[dict]:
     """lm-eval's logged samples -> one record per (task, doc_id): {"task", "doc_id",
-    "metrics": {"acc": 0|1, "acc_norm": 0|1}} ({"acc": fraction} for MC2), sorted by task
-    then doc_id. No prompts, paths or model names: only what pairs documents across
-    rounds and experiments."""
+    "metrics": {"acc": 0|1, "acc_norm": 0|1}} ({"acc": fraction} for MC2; the A/B tasks
+    add "margin", letter_margin), sorted by task then doc_id. No prompts, paths or model
+    names: only what pairs documents across rounds and experiments."""
     out = []
     for task, samples in sorted((raw.get("samples") or {}).items()):
         seen: dict[int, dict] = {}
@@ -273,11 +279,47 @@ def sample_records(raw: dict, fraction_tasks: tuple[str, ...] = FRACTION_TASKS) 
                     if v not in (0.0, 1.0):
                         raise SoftError(f"lm-eval sample {task}/{doc_id}: {m} is {v}, expected 0 or 1")
                     metrics[m] = int(v)
+            if task.startswith(AB_TASK_PREFIX):
+                metrics[MARGIN] = letter_margin(s, task)
             if doc_id in seen:
                 raise SoftError(f"lm-eval logged document {doc_id} of task {task} twice")
             seen[doc_id] = {"task": task, "doc_id": doc_id, "metrics": metrics}
         out += [seen[d] for d in sorted(seen)]
     return out
+
+
+def letter_margin(sample: dict, task: str) -> float:
+    """One logged A/B sample -> log-likelihood of the preferred answer's letter minus the
+    other letter's (6 decimals, so the sample file's bytes do not hang on the last float
+    digit)."""
+    lls = []
+    for resp in sample.get("filtered_resps") or []:
+        # (loglikelihood, is_greedy) per choice; some lm-eval paths keep it in a 1-list
+        while isinstance(resp, (list, tuple)) and resp and isinstance(resp[0], (list, tuple)):
+            resp = resp[0]
+        lls.append(float(resp[0]) if isinstance(resp, (list, tuple)) else float("nan"))
+    target = sample.get("target")
+    if len(lls) != 2 or target not in (0, 1) or not all(math.isfinite(x) for x in lls):
+        raise SoftError(f"lm-eval sample {task}/{sample.get('doc_id')}: expected two letter "
+                        f"log-likelihoods and a 0/1 target, got {lls} and {target!r}")
+    return round(lls[target] - lls[1 - target], 6)
+
+
+def add_both_orders(norm: dict, samples: list[dict]) -> None:
+    """The eval JSON's acc_both_orders for each A/B task and their group, from the samples'
+    margins (soft.stats.both_orders_outcomes: the same per-item outcomes the paired
+    comparisons use); stderr as lm-eval's for a mean, over items."""
+    by_task: dict[str, list[float]] = {}
+    for task in sorted({r["task"] for r in samples if r["task"].startswith(AB_TASK_PREFIX)}):
+        margins = {r["doc_id"]: r["metrics"][MARGIN] for r in samples if r["task"] == task}
+        by_task[task] = list(both_orders_outcomes(margins).values())
+    if HHH_AB_GROUP in norm["tasks"]:
+        by_task[HHH_AB_GROUP] = [v for t in norm["groups"].get(HHH_AB_GROUP, []) for v in by_task.get(t, [])]
+    for task, values in by_task.items():
+        if task not in norm["tasks"] or not values:
+            continue
+        stderr = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else None
+        norm["tasks"][task][HHH_BOTH_ORDERS] = {"value": statistics.fmean(values), "stderr": stderr}
 
 
 def write_samples(path: Path, records: list[dict]) -> None:
@@ -327,13 +369,14 @@ def evaluate_model(model_dir: Path, tasks: list[str], include_path: Path, out_js
             continue
         raw = run_lm_eval(model_dir, names, include_path, batch_size, limit, device=device, seed=seed,
                           model_class=model_class, view=view, system_prompt=system_prompt, layout=layout,
-                          lm=lm, log_samples=samples_out is not None)
+                          lm=lm, log_samples=True)
         parts.append(normalise_results(raw, limit=limit, batch_size=batch_size))
-        samples += sample_records(raw) if samples_out is not None else []
+        samples += sample_records(raw)
         views[view] = {"tasks": names}
         if view == "layout":
             views[view]["layout"] = model_layout(lm, model_class, layout).describe()
     norm = {**merge_views(parts), "views": views, "precision": prec.describe()}
+    add_both_orders(norm, samples)
     if samples_out is not None:
         samples.sort(key=lambda r: (r["task"], r["doc_id"]))
         write_samples(Path(samples_out), samples)
