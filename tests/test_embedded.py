@@ -33,12 +33,19 @@ def test_embedded_run_plans_every_job(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [".snakemake", "config"]  # nothing else was there
 
 
-@pytest.mark.embedded
-def test_default_run_writes_table_and_figure(tmp_path):
-    run = fresh_workdir(tmp_path)
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    """The default run, once for the module's tests."""
+    run = fresh_workdir(tmp_path_factory.mktemp("embedded"))
     proc = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory",
                            str(run), "--cores", "all"], cwd=run, capture_output=True, text=True, timeout=3600)
     assert proc.returncode == 0, proc.stderr[-8000:]
+    return run
+
+
+@pytest.mark.embedded
+def test_default_run_writes_table_and_figure(default_run):
+    run = default_run
     df = pd.read_csv(run / "results/tables/metrics.csv")
     stops = {exp: json.loads((run / f"results/{exp}/stop.json").read_text())
              for exp in ("single_round", "soft", "soft_plus")}
@@ -82,3 +89,24 @@ def test_default_run_writes_table_and_figure(tmp_path):
     assert len(vs_base) == 4 * (n_points - 3) and vs_base.p_value.between(0, 1).all()
     scores = pd.read_json(run / "results/soft_plus/curriculum/pool_scores.jsonl", lines=True)
     assert len(scores) == 48 and scores.nll.between(0.1, 20).all()
+
+
+@pytest.mark.embedded
+def test_cached_scoring_of_round0_on_the_full_raw_sets_matches_stock_lm_eval(default_run):
+    """The project's cached lm-eval class (soft.lm_eval_cached, the default model class)
+    against stock lm-eval's numbers for the same model and items: SmolLM2-135M-Instruct
+    scored by lm-eval's own `hf` class on the full raw sets (soft_hhh: 221 items, BIG-bench
+    TruthfulQA MC1: 299 questions after its primer) gave HHH acc 0.4163 / acc_norm 0.6516
+    (92 and 144 of 221) and MC1 0.2341 (70 of 299), measured before any project scoring code
+    existed (issue 21). The embedded run's base model and tasks, scored again on the full
+    sets; same counts."""
+    from soft.evaluate import evaluate_model
+
+    run = default_run
+    norm = evaluate_model(run / "resources/models/smollm2-135m-instruct", [], run / "resources/benchmarks",
+                          run / "full_raw_round0.json", batch_size=4, limit=None, device="cpu",
+                          raw_tasks=["soft_hhh", "soft_bigbench_truthfulqa_mc1"], model_class="cached")
+    assert norm["n_samples"]["soft_hhh"] == 221 and norm["n_samples"]["soft_bigbench_truthfulqa_mc1"] == 299
+    hhh, mc1 = norm["tasks"]["soft_hhh"], norm["tasks"]["soft_bigbench_truthfulqa_mc1"]
+    assert round(hhh["acc"]["value"] * 221) == 92 and round(hhh["acc_norm"]["value"] * 221) == 144
+    assert round(mc1["acc"]["value"] * 299) == 70
