@@ -115,8 +115,9 @@ test-e2e: setup
 test-rehearsal: setup vllm-env
 	$(PY) -m pytest -m rehearsal -q
 
-# The full embedded default (SmolLM2-135M, real benchmarks; 27 min 19 s in a fresh-clone CI run
-# at 3cf6f87, where chains stopped early; over 40 min at 633b8fa, where both ran all rounds).
+# The full embedded default (SmolLM2-135M, real benchmarks; 35 min 39 s in a fresh-clone
+# `.ci/run` at ec1b6e5, soft three rounds and soft_plus two; 27-42 min depending on early
+# stop), then round 0 on the full raw sets against stock lm-eval's numbers (2 min 49 s).
 test-embedded: setup
 	$(PY) -m pytest -m embedded -q
 

@@ -1,8 +1,9 @@
 """The full embedded default: SmolLM2-135M-Instruct from PyPI, real BIG-bench tasks,
 single-round vs 3-round SOFT and SOFT+ with validation-based early stop, collapse
-diagnostics, the layout view of evaluation with paired comparisons (27 min 19 s in a
-fresh-clone CI run at 3cf6f87; 45 min 32 s at 5104d8b, with the raw view and the local judge
-the default no longer runs and other jobs on the 2 cores). Run with `make test-embedded`.
+diagnostics, the layout view of evaluation with paired comparisons (35 min 39 s in a
+fresh-clone `.ci/run` at ec1b6e5, where soft ran three rounds and soft_plus two; 27 min 19 s
+at 3cf6f87, where both stopped early), then the cached scoring class against stock
+lm-eval's full-set numbers (2 min 49 s). Run with `make test-embedded`.
 
 It runs the repository's own default config in a fresh folder holding only a copy of
 config/ (as a fresh clone's `make run` would): the model and benchmarks are prepared and
