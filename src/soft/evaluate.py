@@ -15,7 +15,7 @@ from typing import Any
 
 from soft.errors import SoftError
 from soft.models import check_model_dir
-from soft.benchmarks import HHH_AB_GROUP
+from soft.benchmarks import HHH_AB_GROUP, HHH_AB_TASKS
 from soft.precision import decide
 from soft.stats import HHH_BOTH_ORDERS, MARGIN, both_orders_outcomes
 
@@ -30,9 +30,6 @@ DEFAULT_MODEL_CLASS = "cached"
 VIEWS = ("layout", "raw")
 # Tasks whose per-document metric is a fraction (MC2: the normalised true mass), not 0|1.
 FRACTION_TASKS = ("soft_truthfulqa_mc2",)
-# A/B tasks (soft.benchmarks.HHH_AB_TASKS, one item in both orders): their samples also
-# carry the letter margin, from which the eval JSON gets acc_both_orders (soft.stats).
-AB_TASK_PREFIX = "soft_hhh_ab_"
 
 
 def _set_offline() -> None:
@@ -279,7 +276,7 @@ def sample_records(raw: dict, fraction_tasks: tuple[str, ...] = FRACTION_TASKS) 
                     if v not in (0.0, 1.0):
                         raise SoftError(f"lm-eval sample {task}/{doc_id}: {m} is {v}, expected 0 or 1")
                     metrics[m] = int(v)
-            if task.startswith(AB_TASK_PREFIX):
+            if task in HHH_AB_TASKS:  # one item in both orders: the eval JSON's acc_both_orders
                 metrics[MARGIN] = letter_margin(s, task)
             if doc_id in seen:
                 raise SoftError(f"lm-eval logged document {doc_id} of task {task} twice")
@@ -310,7 +307,7 @@ def add_both_orders(norm: dict, samples: list[dict]) -> None:
     margins (soft.stats.both_orders_outcomes: the same per-item outcomes the paired
     comparisons use); stderr as lm-eval's for a mean, over items."""
     by_task: dict[str, list[float]] = {}
-    for task in sorted({r["task"] for r in samples if r["task"].startswith(AB_TASK_PREFIX)}):
+    for task in sorted({r["task"] for r in samples if r["task"] in HHH_AB_TASKS}):
         margins = {r["doc_id"]: r["metrics"][MARGIN] for r in samples if r["task"] == task}
         by_task[task] = list(both_orders_outcomes(margins).values())
     if HHH_AB_GROUP in norm["tasks"]:
