@@ -9,7 +9,7 @@ import pytest
 
 import soft.io as sio
 from soft.errors import SoftError
-from soft.io import atomic_path, read_json, read_jsonl, write_json, write_jsonl
+from soft.io import atomic_path, commit_outputs_together, read_json, read_jsonl, write_json, write_jsonl, write_text
 
 FIELDS = {"id": (str, True), "n": (int, True), "text": (str, False)}
 
@@ -92,6 +92,31 @@ def test_a_rerun_removes_what_a_killed_writer_left(tmp_path):
     with atomic_path(tmp_path / "model", is_dir=True) as tmp:
         (tmp / "w").write_text("x")
     assert sorted(p.name for p in tmp_path.iterdir()) == [".other.jsonl.q1.tmp", "data.jsonl", "model"]
+
+
+def test_a_jobs_outputs_appear_together_at_its_end(tmp_path):
+    """Declared outputs are held until the job's block ends (a kill before then leaves none
+    of them, so Snakemake never meets an existing output marked incomplete); other writes go
+    in at once; a second write of an output replaces the first's temporary."""
+    outs = [tmp_path / "metrics.csv", tmp_path / "model"]
+    with commit_outputs_together([str(o) for o in outs]):
+        write_text(outs[0], "first")
+        with atomic_path(outs[1], is_dir=True) as tmp:
+            (tmp / "w").write_text("x")
+        write_json(tmp_path / "checkpoint.json", {"step": 1})  # not an output: in at once
+        assert (tmp_path / "checkpoint.json").exists()
+        assert not outs[0].exists() and not outs[1].exists()
+        write_text(outs[0], "second")
+    assert outs[0].read_text() == "second" and (outs[1] / "w").read_text() == "x"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.json", "metrics.csv", "model"]
+
+
+def test_a_failed_job_commits_none_of_its_outputs(tmp_path):
+    outs = [tmp_path / "a.json", tmp_path / "b.json"]
+    with pytest.raises(SoftError), commit_outputs_together(outs):
+        write_json(outs[0], {})
+        raise SoftError("the second output could not be made")
+    assert list(tmp_path.iterdir()) == []
 
 
 # ---------------------------------------------------------------- read_jsonl errors

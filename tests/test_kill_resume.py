@@ -62,14 +62,17 @@ def temporaries(path: Path) -> list[str]:
     return glob.glob(str(path.parent / f".{glob.escape(path.name)}.*.tmp"))
 
 
-def kill_inside_write(workdir: Path, cfg: Path, outputs: list[str], timeout: float = 600) -> str | None:
+def kill_inside_write(workdir: Path, cfg: Path, outputs: list[str], log: Path,
+                      timeout: float = 600) -> str | None:
     """Run the workflow towards `outputs` until one of them exists only as a temporary, then
-    SIGKILL the whole process group. Returns that output, or None if the run ended first."""
+    SIGKILL the whole process group. Returns that output, or None if the run ended first
+    (Snakemake's output is in `log`, for the failure message)."""
     # Only the stage's own outputs (and what they need) as targets: a run for one stage
     # must not complete a later stage's jobs before that stage's turn to be killed.
     env = {**os.environ, HOLD_ENV: HOLD_S}
-    proc = subprocess.Popen(command(workdir, cfg, *outputs), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True, env=env)
+    with open(log, "w") as sink:
+        proc = subprocess.Popen(command(workdir, cfg, *outputs), stdout=sink, stderr=subprocess.STDOUT,
+                                start_new_session=True, env=env)
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline and proc.poll() is None:
@@ -92,16 +95,19 @@ def test_a_kill_at_every_stage_changes_no_output(tmp_path, run_snakemake, signal
     work.mkdir()
     cfg = tiny_config(work, **SIGNALS_CONFIG)
 
-    killed = []
+    killed, missed = [], {}
     for rule, candidates in STAGES.items():  # in chain order
-        output = kill_inside_write(work, cfg, candidates)
+        log = tmp_path / f"{rule}.log"
+        output = kill_inside_write(work, cfg, candidates, log)
         if output:
             killed.append(rule)
             # the killed job left nothing behind under its output's name
             assert not (work / output).exists(), f"{rule}: a half-written {output} was left"
+        else:
+            missed[rule] = log.read_text()[-3000:]
         subprocess.run(command(work, cfg, "--unlock"), capture_output=True, timeout=120, check=True)
     # every finished temporary is held before its rename, so every stage's kill must hit
-    assert killed == list(STAGES)
+    assert killed == list(STAGES), "\n".join(f"--- {rule} ran to its end:\n{tail}" for rule, tail in missed.items())
 
     run_snakemake(work, cfg)  # the same command again finishes the run
     a, b = digests(ref), digests(work)

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -167,18 +168,44 @@ def test_torchrun_command_one_process_per_gpu(tmp_path):
     assert processes_for(8, env={"LOCAL_RANK": "0", "WORLD_SIZE": "8"}) == 1  # no recursive launch
 
 
-def test_two_process_training_under_torchrun(tmp_path, tiny_model):
-    """The real multi-process path on CPU (gloo): two ranks train one model, rank 0 saves."""
+def conda_like_python(root) -> str:
+    """An interpreter like a `--sdm conda` env: torch and transformers importable (this
+    venv's site-packages, added as a plain path), soft not installed (the editable
+    install's .pth in that folder is not processed)."""
+    import site
+    import venv
+
+    venv.EnvBuilder(with_pip=False).create(root)
+    python = str(root / "bin" / "python")
+    own = subprocess.run([python, "-c", "import site; print(site.getsitepackages()[0])"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    deps = next(p for p in site.getsitepackages() if (Path(p) / "torch").is_dir())
+    (Path(own) / "job_deps.pth").write_text(deps + "\n")
+    return python
+
+
+def test_two_process_training_under_torchrun_from_a_conda_like_env(tmp_path, tiny_model):
+    """The real multi-process path on CPU (gloo): two ranks train one model, rank 0 saves.
+    Launched as a `--sdm conda` job launches it: soft on the job's sys.path only by the
+    script preamble's append, which torchrun's child interpreters do not inherit."""
+    python = conda_like_python(tmp_path / "env")
+    no_soft = subprocess.run([python, "-c", "import torch, transformers; import soft"], capture_output=True,
+                             text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": ""})
+    assert "No module named 'soft'" in no_soft.stderr, no_soft.stderr[-2000:]
+
     data = tmp_path / "round1.jsonl"
     write_jsonl(data, records())
     spec = {"data": [str(data)], "scores": [], "init": str(tiny_model), "out": str(tmp_path / "out"),
             "principles": str(REPO / "config/principles.yaml"), "settings": {**TRAIN, "epochs": 1},
             "curriculum": {"order": "none"}, "seed": 0, "round": 1, "work_dir": str(tmp_path / "work")}
     (tmp_path / "spec.json").write_text(json.dumps(spec))
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(torchrun_command(2, tmp_path / "spec.json", python=sys.executable),
-                          capture_output=True, text=True, timeout=300, env=env)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    job = ("import sys; sys.path.append(sys.argv[1])\n"  # what Snakemake's preamble does
+           "from soft.launch import launch; launch(2, sys.argv[2], sys.argv[3])")
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "PYTHONPATH": ""}
+    proc = subprocess.run([python, "-c", job, str(REPO / "src"), str(tmp_path / "spec.json"), str(tmp_path / "log")],
+                          capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    log = (tmp_path / "log").read_text() if (tmp_path / "log").exists() else ""
+    assert proc.returncode == 0, (proc.stderr + log)[-4000:]
     card = read_json(tmp_path / "out" / MODEL_CARD)
     assert card["world_size"] == 2
     # 8 examples, batch 2 per rank, 2 ranks: 2 optimiser steps per epoch

@@ -40,6 +40,7 @@ from pathlib import Path
 import yaml
 
 from soft.errors import SoftError
+from soft.launch import worker_env
 
 PROFILES_FILE = Path(__file__).with_name("forecast_profiles.yaml")
 CALIBRATION_FILE = Path(__file__).with_name("forecast_calibration.json")
@@ -155,9 +156,8 @@ def plan_jobs(workdir: Path, configfile: Path | None = None, targets: list[str] 
                    "--snakefile", str(snakefile), "--directory", str(scratch)]
             if configfile is not None:
                 cmd += ["--configfile", str(configfile.resolve())]
-            env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-                [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
-            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=scratch, timeout=timeout, env=env)
+            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=scratch, timeout=timeout,
+                                  env=worker_env())
             if proc.returncode != 0:
                 raise SoftError(f"the dry run failed ({' '.join(cmd[3:])}):\n{(proc.stdout + proc.stderr)[-3000:]}")
             jobs = parse_dry_run(proc.stdout + "\n" + proc.stderr)

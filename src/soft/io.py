@@ -33,18 +33,62 @@ def _hold_before_rename() -> None:
         time.sleep(float(hold))
 
 
+# The declared outputs of the running job, while commit_outputs_together holds their
+# renames: resolved path -> (temporary, is_dir).
+_held: dict[Path, tuple[Path, bool]] | None = None
+_held_targets: frozenset[Path] = frozenset()
+
+
+def _remove(tmp: Path) -> None:
+    if tmp.is_dir():
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        tmp.unlink(missing_ok=True)
+
+
+def _rename_into_place(tmp: Path, path: Path, is_dir: bool) -> None:
+    if is_dir and path.exists():
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def commit_outputs_together(outputs: Iterable[str | os.PathLike]) -> Iterator[None]:
+    """Inside the block, atomic_path writes of these paths (a job's declared outputs) are
+    held as temporaries and renamed into place together when the block succeeds; other
+    writes (a training checkpoint, a file inside an output folder) go in at once. A job
+    killed before its end leaves none of its outputs, so Snakemake never meets an output
+    of a killed job that exists but is marked incomplete (which it refuses without
+    --rerun-incomplete). A failed block removes the held temporaries."""
+    global _held, _held_targets
+    if _held is not None:
+        raise RuntimeError("commit_outputs_together is already active")
+    _held, _held_targets = {}, frozenset(Path(p).resolve() for p in outputs)
+    try:
+        yield
+        held = list(_held.items())
+        if held:
+            _hold_before_rename()
+        for path, (tmp, is_dir) in held:
+            _rename_into_place(tmp, path, is_dir)
+    except BaseException:
+        for tmp, _ in _held.values():
+            _remove(tmp)
+        raise
+    finally:
+        _held, _held_targets = None, frozenset()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, is_dir: bool = False) -> Iterator[Path]:
-    """Yield a temporary sibling of `path`; rename it onto `path` when the block succeeds."""
+    """Yield a temporary sibling of `path`; rename it onto `path` when the block succeeds
+    (or, for a job output under commit_outputs_together, when the job's block does)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # A job killed with SIGKILL cannot clean up: its rerun removes the stale temporaries
     # of the same output (Snakemake runs one job per output at a time).
     for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-        if stale.is_dir():
-            shutil.rmtree(stale, ignore_errors=True)
-        else:
-            stale.unlink(missing_ok=True)
+        _remove(stale)
     if is_dir:
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     else:
@@ -57,15 +101,13 @@ def atomic_path(path: str | os.PathLike, is_dir: bool = False) -> Iterator[Path]
     os.chmod(tmp, (0o777 if is_dir else 0o666) & ~umask)
     try:
         yield tmp
+        if _held is not None and path.resolve() in _held_targets:
+            _held[path.resolve()] = (tmp, is_dir)  # a second write of it replaced the first's temporary
+            return
         _hold_before_rename()
-        if is_dir and path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+        _rename_into_place(tmp, path, is_dir)
     except BaseException:
-        if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            tmp.unlink(missing_ok=True)
+        _remove(tmp)
         raise
 
 

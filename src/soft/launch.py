@@ -38,6 +38,18 @@ def torchrun_command(nproc: int, spec_path: str | Path, python: str = sys.execut
             "--max-restarts=0", "-m", WORKER_MODULE, os.fspath(spec_path)]
 
 
+def worker_env(env: dict | None = None) -> dict:
+    """The environment for a child interpreter (torchrun and its ranks, the forecast's dry
+    runs): the folder holding this package first on PYTHONPATH. Under `snakemake --sdm conda` the job's env does not install soft; the job
+    imports it only because Snakemake's script preamble appends the launcher's sys.path,
+    which a child interpreter does not inherit."""
+    env = dict(os.environ if env is None else env)
+    package_root = str(Path(__file__).resolve().parents[1])
+    rest = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != package_root]
+    env["PYTHONPATH"] = os.pathsep.join([package_root, *rest])
+    return env
+
+
 def write_spec(path: str | Path, spec: dict) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -51,12 +63,12 @@ def read_spec(path: str | Path) -> dict:
 
 def launch(nproc: int, spec_path: str | Path, log_path: str | Path | None = None) -> None:
     """Run the training under torchrun; the ranks' output is appended to the job's log."""
-    cmd = torchrun_command(nproc, spec_path)
+    cmd, env = torchrun_command(nproc, spec_path), worker_env()
     if log_path:
         with open(log_path, "a", encoding="utf-8") as log_file:
-            proc = subprocess.run(cmd, check=False, stdout=log_file, stderr=subprocess.STDOUT)
+            proc = subprocess.run(cmd, check=False, stdout=log_file, stderr=subprocess.STDOUT, env=env)
     else:
-        proc = subprocess.run(cmd, check=False)
+        proc = subprocess.run(cmd, check=False, env=env)
     if proc.returncode != 0:
         where = f"see {log_path}" if log_path else "see the output above"
         raise SoftError(f"torchrun with {nproc} processes failed (exit {proc.returncode}); "

@@ -10,6 +10,7 @@ from typing import Callable
 
 from soft.errors import SoftError
 from soft.gpu_slots import claim_gpus
+from soft.io import commit_outputs_together
 
 log = logging.getLogger("soft")
 
@@ -50,7 +51,8 @@ def run(main: Callable, smk, gpus: int | None = None, hub: bool = False) -> None
         if gpus is None:
             gpus = smk.resources.get("gpu", 0)
         claim_gpus(gpus, rule=getattr(smk, "rulename", None))
-        main(smk)
+        with commit_outputs_together(smk.output):
+            main(smk)
     except SoftError as e:
         log.error("%s", e)
         sys.exit(1)
