@@ -41,7 +41,7 @@ STAGES = {
     "filter_responses": rounds("results/{exp}/data/round{k}.jsonl"),
     "train_model": rounds("results/{exp}/models/round{k}"),
     "evaluate_model": rounds("results/{exp}/eval/round{k}.json") + ["results/base_model/eval/round0.json"],
-    "validate_model": rounds("results/{exp}/validation/round{k}.json") + ["results/soft/validation/round0.json"],
+    "validate_model": rounds("results/{exp}/validation/round{k}.json") + ["results/base_model/validation/round0.json"],
     "decide_next_round": rounds("results/{exp}/validation/round{k}_decision.json", ks=(1,)),
     "probe_model": rounds("results/{exp}/probe/round{k}.jsonl") + ["results/base_model/probe/round0.jsonl"],
     "judge_answers": ["results/soft/judge.json"],
