@@ -57,7 +57,7 @@ def test_planted_keys_reach_no_file(tmp_path):
     try:
         url = f"http://127.0.0.1:{server.server_port}/v1/chat/completions"
         cfg = tiny_config(tmp_path, experiments={"soft": {"rounds": 1}},
-                          evaluation={"tasks": ["soft_hhh"], "batch_size": 4, "limit": 2,
+                          evaluation={"tasks": ["soft_hhh_ab"], "raw_tasks": ["soft_hhh"], "batch_size": 4, "limit": 2,
                                       "probe": {"prompts": str(REPO / "config/probe_prompts.jsonl"),
                                                 "max_new_tokens": 8},
                                       "judge": {"kind": "endpoint", "url": url, "model": "judge-model",

@@ -80,7 +80,7 @@ def test_tiny_chain_keeps_its_last_model_and_reruns_nothing(tmp_path, run_snakem
     from tiny import tiny_config
 
     cfg = tiny_config(tmp_path, {"soft": {"rounds": 2}}, storage={"keep_round_models": "reported"},
-                      evaluation={"tasks": ["soft_hhh"], "batch_size": 4, "limit": 2,
+                      evaluation={"tasks": ["soft_hhh_ab"], "raw_tasks": ["soft_hhh"], "batch_size": 4, "limit": 2,
                                   "judge": {"kind": "none"}})
     run_snakemake(tmp_path, cfg)
     models = tmp_path / "results/soft/models"
