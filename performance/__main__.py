@@ -25,7 +25,7 @@ DEFAULT_MODEL = "resources/models/smollm2-135m-instruct"
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=performance.__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m performance", description=performance.__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=DEFAULT_MODEL, help="model folder (default: the embedded base model)")
     ap.add_argument("--benchmarks", default="resources/benchmarks", help="lm-eval task folder")
     ap.add_argument("--run-dir", default=".", help="a finished run's folder, for the workflow overhead")
