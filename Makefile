@@ -92,10 +92,10 @@ test: setup lint
 	$(PY) -m pytest -n auto --dist loadgroup -m "not embedded and not slurm and not e2e and not vllm and not rehearsal" -q --durations=10
 	$(PY) -m pytest tests/test_e2e.py -q
 
-# ruff (pyflakes and pycodestyle errors, pyproject.toml) on the package, scripts and tests;
+# ruff (pyflakes and pycodestyle errors, pyproject.toml) on the package, scripts, tests and bench;
 # snakefmt on the Snakefile and rules; Snakemake's own lint (every rule names its conda env).
 lint: setup
-	$(PY) -m ruff check src workflow tests
+	$(PY) -m ruff check src workflow tests performance
 	$(VENV)/bin/snakefmt --check Snakefile rules
 	$(SNAKEMAKE) --lint
 
@@ -131,7 +131,7 @@ test-slurm: setup
 # base model (make run, or snakemake resources/models/smollm2-135m-instruct).
 bench: setup vllm-env
 	$(SNAKEMAKE) --cores $(CORES) resources/models/smollm2-135m-instruct resources/benchmarks
-	$(PY) -m soft.bench --backends
+	$(PY) -m performance --backends
 
 clean:
 	rm -rf results logs benchmarks .snakemake

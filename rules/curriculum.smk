@@ -16,10 +16,10 @@ rule score_pool_difficulty:
         "benchmarks/{exp}/score_pool_difficulty.tsv"
     conda:
         "../envs/train.yaml"
-    threads: resources_of("score_difficulty")["threads"]
+    threads: resources_of("score_pool_difficulty")["threads"]
     resources:
-        mem_mb=resources_of("score_difficulty")["mem_mb"],
-        gpu=resources_of("score_difficulty")["gpu"],
+        mem_mb=resources_of("score_pool_difficulty")["mem_mb"],
+        gpu=resources_of("score_pool_difficulty")["gpu"],
     params:
         curriculum=curriculum_of,
         prompt_budget=lambda w: experiment(w)["prompt_budget"],
@@ -43,10 +43,10 @@ rule score_round_difficulty:
         "benchmarks/{exp}/score_round_difficulty/round{k}.tsv"
     conda:
         "../envs/train.yaml"
-    threads: resources_of("score_difficulty")["threads"]
+    threads: resources_of("score_round_difficulty")["threads"]
     resources:
-        mem_mb=resources_of("score_difficulty")["mem_mb"],
-        gpu=resources_of("score_difficulty")["gpu"],
+        mem_mb=resources_of("score_round_difficulty")["mem_mb"],
+        gpu=resources_of("score_round_difficulty")["gpu"],
     params:
         curriculum=curriculum_of,
         max_length=lambda w: experiment(w)["train"]["max_length"],

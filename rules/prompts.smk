@@ -40,10 +40,10 @@ if PROMPT_SOURCE["source"] == "self_instruct":
             "benchmarks/prompt_pool/write_self_instruct_prompts.tsv"
         conda:
             "../envs/train.yaml"
-        threads: resources_of("generate_responses")["threads"]
+        threads: resources_of("write_self_instruct_prompts")["threads"]
         resources:
-            mem_mb=resources_of("generate_responses")["mem_mb"],
-            gpu=resources_of("generate_responses")["gpu"],
+            mem_mb=resources_of("write_self_instruct_prompts")["mem_mb"],
+            gpu=resources_of("write_self_instruct_prompts")["gpu"],
         params:
             settings=PROMPT_SOURCE,
             seed=SEED,

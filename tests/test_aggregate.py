@@ -1,4 +1,5 @@
-"""Unit tests for soft.aggregate: tidy table, CSV/Markdown output and the figure."""
+"""Unit tests for soft.aggregate (tidy table, CSV/Markdown output) and the grid's figures,
+drawn by soft.figures from the table as one seed."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from soft.aggregate import (COLUMNS, metrics_table, plot_collapse, plot_metric_vs_round, signal_rows,
-                            tidy_rows, write_table)
+from soft.aggregate import COLUMNS, metrics_table, one_seed, signal_rows, tidy_rows, write_table
+from soft.figures import COLLAPSE_PANELS, plot_collapse_panel, plot_rounds
+from soft.paper import summarize_seeds
 
 
 def entry(exp: str, k: int, n: int, eval_path: Path, **signals) -> dict:
@@ -112,12 +114,14 @@ def test_write_table_missing_metric_shows_dash(tmp_path):
     assert lines[3] == "| x | 1 | 8 | 0.600 | 0.200 |"
 
 
-def test_plot_writes_png_and_pdf_reproducibly(evals, tmp_path):
-    df = metrics_table(evals)
+def test_grid_figure_against_training_prompts_is_reproducible(evals, tmp_path):
+    summary = summarize_seeds(one_seed(metrics_table(evals)))
+    experiments = sorted(summary.experiment.unique())
     png1, pdf1 = tmp_path / "a" / "fig.png", tmp_path / "a" / "fig.pdf"
     png2, pdf2 = tmp_path / "b" / "fig.png", tmp_path / "b" / "fig.pdf"
-    plot_metric_vs_round(df, png1, pdf1)
-    plot_metric_vs_round(df, png2, pdf2)
+    assert plot_rounds(summary, experiments, png1, pdf1, "grid", x="n_train_prompts") == [
+        "TruthfulQA MC2: no data, panel left out"]
+    plot_rounds(summary, experiments, png2, pdf2, "grid", x="n_train_prompts")
     assert png1.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert pdf1.read_bytes()[:5] == b"%PDF-"
     assert png1.stat().st_size > 10_000
@@ -125,6 +129,14 @@ def test_plot_writes_png_and_pdf_reproducibly(evals, tmp_path):
     assert png1.read_bytes() == png2.read_bytes()
     assert pdf1.read_bytes() == pdf2.read_bytes()
     assert sorted(p.name for p in png1.parent.iterdir()) == ["fig.pdf", "fig.png"]
+    # the points sit at the training prompts: twice the prompts, another figure
+    doubled = summary.assign(n_train_prompts=summary.n_train_prompts * 2)
+    one = experiments[:1]  # (one line: no sideways offset)
+    plot_rounds(summary, one, tmp_path / "r.png", tmp_path / "r.pdf", "grid", x="n_train_prompts")
+    plot_rounds(doubled, one, tmp_path / "d.png", tmp_path / "d.pdf", "grid", x="n_train_prompts")
+    assert (tmp_path / "r.png").read_bytes() != (tmp_path / "d.png").read_bytes()
+    with pytest.raises(ValueError, match="x must be one of round, n_train_prompts"):
+        plot_rounds(summary, experiments, png1, pdf1, "grid", x="epochs")
 
 
 def _json(tmp: Path, name: str, obj) -> Path:
@@ -183,15 +195,21 @@ def test_table_of_chains_of_different_lengths(chains, tmp_path):
     assert len(lines) == 2 + 2 + 4
 
 
-def test_collapse_figure_marks_the_stop(chains, tmp_path):
+def test_grid_collapse_figure_shows_every_signal_and_the_stop(chains, tmp_path):
     entries, judges, stops = chains
-    df = metrics_table(entries, judges)
+    df = one_seed(metrics_table(entries, judges))
+    stops = {(exp, 0): stop for exp, stop in stops.items()}
     png, pdf = tmp_path / "c.png", tmp_path / "c.pdf"
-    plot_collapse(df, stops, png, pdf)
+    panels = tuple(COLLAPSE_PANELS)
+    assert plot_collapse_panel(df, stops, ["fixed", "soft"], png, pdf, panels=panels) == []
     assert png.stat().st_size > 20_000 and pdf.read_bytes()[:5] == b"%PDF-"
-    plot_collapse(df, stops, tmp_path / "d.png", tmp_path / "d.pdf")
+    plot_collapse_panel(df, stops, ["fixed", "soft"], tmp_path / "d.png", tmp_path / "d.pdf", panels=panels)
     assert png.read_bytes() == (tmp_path / "d.png").read_bytes()
-    # no signal configured: still a figure, saying so
-    plain = metrics_table([entry("soft", 0, 0, entries[0]["eval"])])
-    plot_collapse(plain, {}, tmp_path / "e.png", tmp_path / "e.pdf")
-    assert (tmp_path / "e.png").stat().st_size > 1_000
+    # the stopped chain's x: without the stop the figure differs
+    plot_collapse_panel(df, {}, ["fixed", "soft"], tmp_path / "n.png", tmp_path / "n.pdf", panels=panels)
+    assert png.read_bytes() != (tmp_path / "n.png").read_bytes()
+    # no signal configured: still a figure, each panel saying so
+    plain = one_seed(metrics_table([entry("soft", 0, 0, entries[0]["eval"])]))
+    notes = plot_collapse_panel(plain, {}, ["soft"], tmp_path / "e.png", tmp_path / "e.pdf", panels=panels)
+    assert notes[0] == "validation: no validation results (early_stop.validation is null)"
+    assert len(notes) == len(panels) and (tmp_path / "e.png").stat().st_size > 1_000

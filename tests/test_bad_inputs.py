@@ -108,6 +108,9 @@ CASES = [
      "config key 'defaults.train': expected a mapping, got '" + "x" * 56 + "..."),
     ("moved_key", lambda c, t: set_key(c, "defaults.generation.shots", 1),
      "config key 'defaults.generation.shots' has moved: set 'defaults.icl.shots' instead"),
+    ("moved_resources_key", lambda c, t: set_key(c, "resources.score_difficulty", {"threads": 1}),
+     "config key 'resources.score_difficulty' has moved: set 'resources.score_pool_difficulty' and "
+     "'resources.score_round_difficulty' instead"),
     ("impossible_curriculum", lambda c, t: set_key(c, "experiments.soft.curriculum", {"order": "easy_to_hard", "scorer": "previous"}),
      "config key 'experiments.soft.curriculum.scorer': scope across_rounds sorts the prompt pool before round 1, "
      "when only the base model exists; set scorer: base, or scope: within_round"),

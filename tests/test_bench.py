@@ -6,7 +6,10 @@ import zipfile
 
 import pytest
 
-from soft.bench import _write_gguf, bench_load, bench_scaling, main, markdown, targets
+from performance.__main__ import main
+from performance.load import _write_gguf, bench_load
+from performance.report import markdown, targets
+from performance.scaling import bench_scaling
 from soft.benchmarks import prepare_benchmarks
 from tiny import make_tiny_bigbench, make_tiny_model
 
@@ -111,7 +114,7 @@ def test_targets_judge_figures_against_matmul():
 def test_dry_run_figure_plans_the_default_config_at_any_size():
     """The 3 x 50 dry run is built from config/config.yaml: a key the default grid gains
     (early stop, the judge's reference experiment) must not break it."""
-    from soft.bench import dry_run_seconds
+    from performance.workflow import dry_run_seconds
 
     assert dry_run_seconds(2, 3) > 0
 
@@ -182,7 +185,7 @@ def test_scaling_runs_the_workflow_at_p_and_2p_prompts(tmp_path):
 def test_backend_comparison_without_vllm_is_not_measured(tmp_path, monkeypatch):
     """--backends where no Python has vLLM: the section says why instead of failing."""
     import soft.vllm_backend as vb
-    from soft.bench import bench_backends
+    from performance.backends import bench_backends
 
     monkeypatch.setattr(vb, "vllm_installed", lambda: False)
     monkeypatch.setattr(vb, "DEFAULT_VLLM_PYTHON", tmp_path / "no-venv/bin/python")

@@ -10,10 +10,10 @@ import math
 import pandas as pd
 import pytest
 
-from soft.aggregate import (change_bars, judge_comparison_rows, judge_rows, metrics_table, training_rows,
-                            write_table)
+from soft.aggregate import judge_comparison_rows, judge_rows, metrics_table, training_rows, write_table
 from soft.comparisons import comparison_pairs, comparison_table, plan_comparisons, rounds_label
 from soft.errors import SoftError
+from soft.figures import change_error
 from soft.stats import COMPARISON_COLUMNS, TEST_MCNEMAR, TEST_SEEDS
 
 
@@ -149,10 +149,12 @@ def test_metrics_md_carries_the_paired_change(grid, tmp_path):
 
 
 def test_figure_error_bars_are_the_paired_ci(grid):
+    """The grid's figure: the bar around round 1 is its paired CI against round 0, not the
+    fixed-budget comparison with single_round."""
     _, comparisons = grid
-    below, above = change_bars(comparisons, "soft", "soft_hhh_ab", "acc_both_orders", [0, 1])[1]
-    assert (below, above) == (pytest.approx(0.06), pytest.approx(0.06))
-    assert change_bars(comparisons, "soft", "soft_hhh_ab", "acc_both_orders", [0, 1])[0] == (0.0, 0.0)  # round 0: none
+    below, above, source = change_error(comparisons, "soft", "1", "soft_hhh_ab", "acc_both_orders")
+    assert (below, above, source) == (pytest.approx(0.06), pytest.approx(0.06), "documents")
+    assert change_error(comparisons, "soft", "0", "soft_hhh_ab", "acc_both_orders") == (0.0, 0.0, None)
 
 
 def test_training_rows_from_filters_and_model_card(tmp_path):

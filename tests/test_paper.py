@@ -1,4 +1,5 @@
-"""Unit tests for soft.paper: seed summary, selected rounds, the main table and the figures."""
+"""Unit tests for soft.paper (seed summary, selected rounds, the main table) and the
+paper's figures (soft.figures)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import pytest
 
 from soft.errors import SoftError
 from soft.io import write_json
-from soft.paper import (MAIN_COLUMNS, PER_SEED_COLUMNS, main_table, plot_benchmarks, plot_collapse_panel,
-                        plot_rounds, read_stops, selected_rounds, summarize_seeds, tex_escape, write_main_table)
+from soft.figures import plot_benchmarks, plot_collapse_panel, plot_rounds
+from soft.paper import (MAIN_COLUMNS, PER_SEED_COLUMNS, main_table, read_stops, selected_rounds, summarize_seeds,
+                        tex_escape, write_main_table)
 
 EXPERIMENTS = ["soft", "soft_plus"]
 # per-task level at round 0; trained rounds add the experiment's offset plus 0.01 per round
@@ -361,7 +363,7 @@ def test_plot_collapse_panel(df, stops, tmp_path):
     assert plot_collapse_panel(df, stops, EXPERIMENTS, png, pdf) == []
     assert_figure(png, pdf)
     notes = plot_collapse_panel(make_df(validation=False, diagnostics=False), stops, EXPERIMENTS, png, pdf)
-    assert [n.split(":")[0] for n in notes] == ["validation", "answer entropy"]
+    assert [n.split(":")[0] for n in notes] == ["validation", "answer entropy (nats/token)"]
     assert_figure(png, pdf)
     notes = plot_collapse_panel(df.iloc[0:0], {}, EXPERIMENTS, png, pdf)
     assert "soft: no rows, left out" in notes
@@ -369,7 +371,7 @@ def test_plot_collapse_panel(df, stops, tmp_path):
 
 
 def test_error_bars_are_the_ci_of_the_change_from_round0():
-    from soft.paper import _error_bar_note, change_error
+    from soft.figures import _error_bar_note, change_error
 
     comp = comparisons_df()
     # several seeds: the t interval over seeds (0.04 - (-0.05), 0.13 - 0.04)
@@ -382,5 +384,5 @@ def test_error_bars_are_the_ci_of_the_change_from_round0():
     assert change_error(comp, "soft", "1", "soft_hhh_ab", "acc_both_orders") == (0.0, 0.0, None)
     assert change_error(None, "soft", "1", "soft_hhh_ab", "acc_both_orders") == (0.0, 0.0, None)
     assert _error_bar_note({"documents", None}) == \
-        "error bars: 95% CI of the change from round 0 (paired bootstrap over documents)"
+        "error bars: 95% CI of the change from round 0\n(paired bootstrap over documents)"
     assert _error_bar_note({None}) == "no error bars (no paired comparisons)"

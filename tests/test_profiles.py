@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 GPU_RULES = {"generate_responses", "train_model", "evaluate_model", "validate_model", "probe_model",
              "judge_answers"}
 RULES = {m for smk in (REPO / "rules").glob("*.smk")
-         for m in re.findall(r"^(?:rule|checkpoint) (\w+):", smk.read_text(), re.M)}
+         for m in re.findall(r"^[ \t]*(?:rule|checkpoint) (\w+):", smk.read_text(), re.M)}
 # Planned before the first early-stop checkpoint has run (later rounds, probes and the
 # judge appear once validations exist, so a dry run cannot list them).
 PLANNED_GPU_RULES = {"generate_responses", "train_model", "evaluate_model", "validate_model"}
@@ -39,6 +39,21 @@ def dry_run(tmp_path: Path, profile_name: str) -> dict[str, list[dict]]:
         elif rule and (m := re.match(r"^ {4}resources: (.*)$", line)):
             jobs.setdefault(rule, []).append(dict(kv.split("=", 1) for kv in m.group(1).split(", ")))
     return jobs
+
+
+def test_config_resources_name_real_rules_and_each_rule_reads_its_own():
+    """The schema's resources keys, the shipped configs' and the names the rules look up
+    (resources_of) are rule names, each rule reading its own key."""
+    schema = yaml.safe_load((REPO / "config/schema/config.schema.yaml").read_text())
+    keys = set(schema["properties"]["resources"]["properties"])
+    assert keys <= RULES, keys - RULES
+    for cfg in [REPO / "config/config.yaml", *sorted((REPO / "config/experiments").glob("*.yaml"))]:
+        assert set(yaml.safe_load(cfg.read_text()).get("resources") or {}) <= keys, cfg
+    for smk in (REPO / "rules").glob("*.smk"):
+        for block in re.split(r"^(?=[ \t]*(?:rule|checkpoint) )", smk.read_text(), flags=re.M):
+            rule = re.match(r"\s*(?:rule|checkpoint) (\w+):", block)
+            looked_up = set(re.findall(r'resources_of\("(\w+)"\)', block))
+            assert not looked_up or (rule and looked_up == {rule.group(1)}), (smk.name, looked_up)
 
 
 @pytest.mark.parametrize("name", ["slurm", "gpu-local"])

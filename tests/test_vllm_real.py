@@ -160,9 +160,10 @@ def test_endpoint_judge_against_vllm_serve(vllm_server):
 
 
 def test_bench_backends_quick(tmp_path, vllm_venv):
-    """`python -m soft.bench --backends` in quick mode: both backends on the same prompts,
+    """`python -m performance --backends` in quick mode: both backends on the same prompts,
     whole job and generation timed apart, and the section in bench.md."""
-    from soft.bench import bench_backends, markdown
+    from performance.backends import bench_backends
+    from performance.report import markdown
 
     model = make_tiny_model(tmp_path / "m", head_dim=32)
     b = bench_backends(str(model), 3, 8, 4)

@@ -123,8 +123,8 @@ def tiny_config(workdir: Path, experiments: dict | None = None, chat_template: b
         },
         "experiments": experiments or {"single_round": {"rounds": 1}, "soft": {"rounds": 3}},
         "resources": {r: {"threads": 1, "mem_mb": 1000, "gpu": 0}
-                      for r in ("prepare_base_model", "generate_responses", "train_model", "evaluate_model",
-                                "score_difficulty")},
+                      for r in ("prepare_base_model", "generate_responses", "write_self_instruct_prompts", "train_model", "evaluate_model",
+                                "score_pool_difficulty", "score_round_difficulty")},
     }
     cfg.update(overrides)
     path = workdir / "config.yaml"

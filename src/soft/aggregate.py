@@ -1,4 +1,4 @@
-"""Tidy metrics table and the figures: metric vs round, and the collapse panel.
+"""The tidy metrics table (its figures: soft.figures).
 
 One row per (experiment, round, task, metric). Besides lm-eval's tasks the table holds
 `validation` (early stop's metric), `diagnostics` (probe answers: entropy, distinct-1/2,
@@ -18,11 +18,11 @@ from soft.stats import HEADLINE_METRICS, TEST_WILCOXON, format_diff
 
 COLUMNS = ["experiment", "round", "task", "metric", "value", "stderr", "n_train_prompts"]
 
-# Panels of the headline figure and columns of the Markdown table: (task, metric, label),
-# from the one headline table. Absent pairs are skipped.
+# Columns of the Markdown table: (task, metric, label), from the one headline table.
+# Absent pairs are skipped.
 HEADLINE = [(h.task, h.metric, h.label) for h in HEADLINE_METRICS]
 TRAINING_TASK = "training"
-# Extra columns of the Markdown table (not plotted in the headline figure).
+# Extra columns of the Markdown table.
 SIGNALS = [
     (TRAINING_TASK, "examples", "training examples"),
     (TRAINING_TASK, "optimizer_steps", "optimiser steps"),
@@ -30,15 +30,6 @@ SIGNALS = [
     ("validation", "acc", "validation acc"),
     ("judge_vs_round0", "preference", "judge preference vs round 0"),
     ("diagnostics", "entropy", "answer entropy"),
-]
-# Panels of the collapse figure: (task, metric, label).
-COLLAPSE = [
-    ("validation", None, "validation metric"),
-    ("diagnostics", "entropy", "answer entropy (nats/token)"),
-    ("diagnostics", "distinct_2", "distinct-2"),
-    ("diagnostics", "mean_length", "answer length (words)"),
-    ("diagnostics", "repetition_rate", "repetition rate"),
-    ("filter", "kept_rate", "generations kept by the filter"),
 ]
 
 
@@ -167,6 +158,14 @@ def seed_table(df, instances: dict[str, list]):
                                          kind="stable").reset_index(drop=True)
 
 
+def one_seed(df, seed: int = 0):
+    """The grid's table (COLUMNS) as a per-seed table (SEED_COLUMNS) of one seed, the
+    form soft.figures draws from: the grid is the paper path with one seed."""
+    out = df.copy()
+    out["seed"] = int(seed)
+    return out[SEED_COLUMNS]
+
+
 def write_table(df, csv_path: str | Path, md_path: str | Path, comparisons=None, judge: bool = True) -> None:
     """The tidy CSV, and a Markdown view: one row per (experiment, round) with each
     headline metric, its paired change from round 0 (diff [95% CI], p) when comparisons
@@ -239,118 +238,3 @@ def comparison_lines(comparisons) -> list[str]:
         lines.append(f"| {c.experiment} | {c['round']} | {c.reference} | {c.reference_round} | "
                      f"{labels[(c.task, c.metric)]} | {int(c.n)} | {format_diff(c.to_dict())} | {c.test} |")
     return lines
-
-
-def change_bars(comparisons, experiment: str, task: str, metric: str, rounds) -> list[tuple[float, float]]:
-    """(below, above) error bar lengths per round: the 95% paired CI of the change from
-    round 0 (pooled over documents, seeds pooled), drawn around the round's value; round
-    0 and rounds without a comparison get none."""
-    import math
-
-    bars = []
-    for k in rounds:
-        hit = None
-        if comparisons is not None and len(comparisons):
-            sel = comparisons[(comparisons.experiment == experiment) & (comparisons["round"].astype(str) == str(k)) &
-                              (comparisons.reference_round.astype(str) == "0") & (comparisons.task == task) &
-                              (comparisons.metric == metric) & (comparisons.test != "t_over_seeds")]
-            hit = sel.iloc[0] if len(sel) else None
-        if hit is None or any(math.isnan(float(hit[c])) for c in ("diff", "ci_low", "ci_high")):
-            bars.append((0.0, 0.0))
-        else:
-            bars.append((max(float(hit["diff"] - hit.ci_low), 0.0), max(float(hit.ci_high - hit["diff"]), 0.0)))
-    return bars
-
-
-def plot_metric_vs_round(df, png_path: str | Path, pdf_path: str | Path, comparisons=None) -> None:
-    """Headline metrics against cumulative training prompts; the error bars are the 95%
-    paired bootstrap CI of each round's change from round 0 (comparisons.csv): a round
-    whose bar crosses round 0's level is not distinguishable from the base model."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = [(t, m, label) for t, m, label in HEADLINE if ((df.task == t) & (df.metric == m)).any()]
-    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(4.2 * max(len(panels), 1), 3.4),
-                             squeeze=False)
-    for ax, (task, metric, label) in zip(axes[0], panels):
-        sub = df[(df.task == task) & (df.metric == metric)]
-        for exp, grp in sub.groupby("experiment", sort=True):
-            grp = grp.sort_values("round")
-            bars = change_bars(comparisons, exp, task, metric, list(grp["round"]))
-            ax.errorbar(grp.n_train_prompts, grp.value, yerr=[[b[0] for b in bars], [b[1] for b in bars]],
-                        marker="o", capsize=3, label=exp)
-            for _, r in grp.iterrows():
-                ax.annotate(f"r{r['round']}", (r.n_train_prompts, r.value), textcoords="offset points",
-                            xytext=(4, 4), fontsize=7)
-        ax.set_title(label, fontsize=10)
-        ax.set_xlabel("cumulative training prompts")
-        ax.set_ylabel(metric)
-        ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
-    fig.suptitle("SOFT vs single-round Self-Align (round 0 = base model)\n"
-                 "error bars: 95% paired bootstrap CI of the change from round 0", fontsize=10)
-    save_figure(fig, png_path, pdf_path)
-
-
-def save_figure(fig, png_path: str | Path, pdf_path: str | Path) -> None:
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    for path in (png_path, pdf_path):
-        with atomic_path(path) as tmp:
-            # metadata pinned so reruns give identical bytes
-            fig.savefig(tmp, format=Path(path).suffix[1:], dpi=150,
-                        metadata={"CreationDate": None} if str(path).endswith(".pdf") else {"Software": None})
-    plt.close(fig)
-
-
-def plot_collapse(df, stops: dict[str, dict], png_path: str | Path, pdf_path: str | Path) -> None:
-    """Collapse signals against round, one line per experiment; a chain stopped early is
-    marked with a cross at its last round. Panels without data (no validation set, no
-    probe prompts) are left out; with none at all the figure says so."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    def series(task, metric, exp):
-        if metric is None:  # the validation panel shows each experiment's own metric
-            metric = (stops.get(exp) or {}).get("metric", "margin")
-        sub = df[(df.task == task) & (df.metric == metric) & (df.experiment == exp)]
-        return sub.sort_values("round"), metric
-
-    experiments = sorted(df.experiment.unique())
-    panels = [p for p in COLLAPSE if any(len(series(p[0], p[1], e)[0]) for e in experiments)]
-    n = max(len(panels), 1)
-    cols = min(n, 3)
-    rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.0 * cols, 3.2 * rows), squeeze=False)
-    for ax in axes.flat[len(panels):]:
-        ax.axis("off")
-    if not panels:
-        axes[0][0].text(0.5, 0.5, "no collapse signals configured\n(early_stop.validation, "
-                        "evaluation.probe.prompts)", ha="center", va="center", fontsize=9)
-    last_round = int(df["round"].max()) if len(df) else 1
-    for ax, (task, metric, label) in zip(axes.flat, panels):
-        # the same rounds on every panel (the filter has no round 0)
-        ax.set_xlim(-0.25, last_round + 0.25)
-        ax.set_xticks(range(last_round + 1))
-        for exp in experiments:
-            sub, shown = series(task, metric, exp)
-            if not len(sub):
-                continue
-            line, = ax.plot(sub["round"], sub.value, marker="o", label=exp)
-            stop = stops.get(exp) or {}
-            if stop.get("stopped_early"):
-                last = sub[sub["round"] == stop["stop_after_round"]]
-                ax.plot(last["round"], last.value, marker="x", markersize=11, mew=2.5, color="black",
-                        linestyle="none")
-        ax.set_title(label if metric is not None else f"{label} ({shown})", fontsize=10)
-        ax.set_xlabel("round")
-        ax.grid(alpha=0.3)
-    if panels:
-        axes.flat[0].legend(fontsize=8)
-    fig.suptitle("Collapse signals by round (x = early stop: the next round was not run)", fontsize=11)
-    save_figure(fig, png_path, pdf_path)

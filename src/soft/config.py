@@ -181,9 +181,19 @@ def schema_defaults(node: dict, defs: dict) -> Any:
 
 # Keys that moved; an old config fails naming the new place rather than "unexpected key".
 MOVED_KEYS = {("generation", "shots"): "icl.shots"}
+# Top-level keys that moved: the resources of both curriculum scoring rules were one key
+# that named no rule.
+MOVED_TOP_KEYS = {("resources", "score_difficulty"): "resources.score_pool_difficulty' and "
+                                                     "'resources.score_round_difficulty"}
 
 
 def check_moved_keys(config: dict) -> None:
+    for path, new in MOVED_TOP_KEYS.items():
+        node = config
+        for part in path:
+            node = node.get(part, None) if isinstance(node, dict) else None
+        if node is not None:
+            raise SoftError(f"config key '{'.'.join(path)}' has moved: set '{new}' instead")
     sections = [("defaults", config.get("defaults"))]
     sections += [(f"experiments.{n}", e) for n, e in (config.get("experiments") or {}).items()]
     for prefix, section in sections:

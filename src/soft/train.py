@@ -249,7 +249,8 @@ def train_model(records: list[dict], init_dir: str | Path, out_dir: str | Path, 
                 ordered: bool = False, callbacks: list | None = None, layout: dict | None = None) -> dict | None:
     """Fine-tune from `init_dir` on `records` (in this order when `ordered`), write the
     model to `out_dir` atomically. Returns the training metrics on rank 0, None elsewhere.
-    `callbacks`: extra Trainer callbacks (soft.bench times the optimisation loop with one).
+    `callbacks`: extra Trainer callbacks (the performance bench, performance/training.py,
+    times the optimisation loop with one).
     `layout`: soft.layouts.layout_settings of the config (None = auto); the resolved
     layout goes into the model card."""
     from transformers import set_seed

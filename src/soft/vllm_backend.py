@@ -220,7 +220,8 @@ def engine_env(environ: dict, cuda: bool, threads: int) -> dict:
 
 def run_engine(request: dict) -> dict:
     """Continuations of request["texts"], in order, with vLLM's offline engine in this
-    process; with the counts and times the job logs and soft.bench reports."""
+    process; with the counts and times the job logs and the performance bench
+    (performance/backends.py) reports."""
     vllm = import_vllm()  # first: without vllm, nothing else matters
     from soft.decoding import GenerationSettings
     from soft.models import check_model_dir

@@ -1,20 +1,29 @@
-"""The figures: metric vs cumulative training prompts (error bars: paired CI of the change
-from round 0), and collapse signals vs round."""
+"""The grid's figures, drawn as the paper's are (soft.figures) with one seed: headline
+metrics vs cumulative training prompts (error bars: paired CI of the change from round 0),
+and every collapse signal vs round."""
 from pathlib import Path
 
 import pandas as pd
 
-from soft.aggregate import plot_collapse, plot_metric_vs_round
+from soft.aggregate import one_seed
+from soft.figures import COLLAPSE_PANELS, plot_collapse_panel, plot_rounds
 from soft.io import read_json
-from soft.runtime import run
+from soft.paper import summarize_seeds
+from soft.runtime import log, run
 
 
 def main(smk):
-    df = pd.read_csv(smk.input.csv)
+    df = one_seed(pd.read_csv(smk.input.csv))
     comparisons = pd.read_csv(smk.input.comparisons, dtype={"round": str, "reference_round": str})
-    plot_metric_vs_round(df, smk.output.png, smk.output.pdf, comparisons)
-    stops = {Path(p).parent.name: read_json(p) for p in smk.input.stops}
-    plot_collapse(df, stops, smk.output.collapse_png, smk.output.collapse_pdf)
+    experiments = sorted(df.experiment.unique())
+    notes = plot_rounds(summarize_seeds(df), experiments, smk.output.png, smk.output.pdf,
+                        "SOFT vs single-round Self-Align (round 0 = base model)", comparisons,
+                        x="n_train_prompts")
+    stops = {(Path(p).parent.name, 0): read_json(p) for p in smk.input.stops}
+    notes += plot_collapse_panel(df, stops, experiments, smk.output.collapse_png, smk.output.collapse_pdf,
+                                 panels=tuple(COLLAPSE_PANELS))
+    for note in notes:
+        log.info("note: %s", note)
 
 
 run(main, snakemake)  # noqa: F821 (injected by Snakemake)
