@@ -167,7 +167,7 @@ def test_runtime_run_claims_the_rules_gpus_before_main(monkeypatch, tmp_path, ro
         monkeypatch.setenv(k, v)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)  # restored after the test
     seen = {}
-    smk = SimpleNamespace(log=[str(tmp_path / "job.log")], rulename="train_model",
+    smk = SimpleNamespace(log=[str(tmp_path / "job.log")], output=[], rulename="train_model",
                           resources={"gpu": 2})  # .get like Snakemake's Resources
     try:
         runtime.run(lambda s: seen.update(cvd=os.environ["CUDA_VISIBLE_DEVICES"]), smk)
