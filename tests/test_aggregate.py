@@ -195,6 +195,22 @@ def test_table_of_chains_of_different_lengths(chains, tmp_path):
     assert len(lines) == 2 + 2 + 4
 
 
+def test_collapse_figure_titles(chains, tmp_path, monkeypatch):
+    """The figure's title is the one asked for (not the last panel's), each panel its own."""
+    import soft.figures
+
+    entries, judges, _ = chains
+    drawn = {}
+
+    def keep(fig, png, pdf):
+        drawn["title"] = fig._suptitle.get_text()
+        drawn["panels"] = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    monkeypatch.setattr(soft.figures, "save_figure", keep)
+    plot_collapse_panel(one_seed(metrics_table(entries, judges)), {}, ["soft"], tmp_path / "t.png",
+                        tmp_path / "t.pdf", panels=("validation", "kept"), title="grid collapse")
+    assert drawn == {"title": "grid collapse", "panels": ["validation (margin)", "generations kept by the filter"]}
+
+
 def test_grid_collapse_figure_shows_every_signal_and_the_stop(chains, tmp_path):
     entries, judges, stops = chains
     df = one_seed(metrics_table(entries, judges))
@@ -208,6 +224,12 @@ def test_grid_collapse_figure_shows_every_signal_and_the_stop(chains, tmp_path):
     # the stopped chain's x: without the stop the figure differs
     plot_collapse_panel(df, {}, ["fixed", "soft"], tmp_path / "n.png", tmp_path / "n.pdf", panels=panels)
     assert png.read_bytes() != (tmp_path / "n.png").read_bytes()
+    # the grid leaves out the panels without data (here no probe answers)
+    no_probe = df[df.task != "diagnostics"]
+    notes = plot_collapse_panel(no_probe, stops, ["fixed", "soft"], tmp_path / "p.png", tmp_path / "p.pdf",
+                                panels=panels, drop_empty=True)
+    assert notes == [f"{COLLAPSE_PANELS[p][2]}: no data, panel left out"
+                     for p in ("entropy", "distinct_2", "length", "repetition")]
     # no signal configured: still a figure, each panel saying so
     plain = one_seed(metrics_table([entry("soft", 0, 0, entries[0]["eval"])]))
     notes = plot_collapse_panel(plain, {}, ["soft"], tmp_path / "e.png", tmp_path / "e.pdf", panels=panels)

@@ -44,6 +44,8 @@ COLLAPSE_PANELS = {
 # The paper's collapse figure: the two signals of a collapse; the grid's shows them all.
 PAPER_COLLAPSE = ("validation", "entropy")
 X_AXES = {"round": "round", "n_train_prompts": "cumulative training prompts"}
+COLLAPSE_TITLE = ("Collapse signals by round (mean ± std over seeds)\n"
+                  "x = early stop: mean of the seeds that stopped after that round")
 
 
 def save_figure(fig, png_path: str | Path, pdf_path: str | Path) -> None:
@@ -259,10 +261,11 @@ def plot_rounds(summary, experiments: list[str], png: str | Path, pdf: str | Pat
 
 
 def plot_collapse_panel(df, stops: dict, experiments: list[str], png: str | Path, pdf: str | Path,
-                        panels: tuple[str, ...] = PAPER_COLLAPSE) -> list[str]:
+                        panels: tuple[str, ...] = PAPER_COLLAPSE, drop_empty: bool = False,
+                        title: str = COLLAPSE_TITLE) -> list[str]:
     """Collapse signals (the named COLLAPSE_PANELS) against round, mean over seeds with
     std bars; x marks where seeds stopped early (stops: (experiment, seed) -> stop.json).
-    A panel without data shows a note."""
+    A panel without data shows a note, or with drop_empty is left out (unless all are)."""
     import matplotlib
 
     df = _per_seed(df)
@@ -279,6 +282,15 @@ def plot_collapse_panel(df, stops: dict, experiments: list[str], png: str | Path
                 return stop["metric"]
         return "margin"
 
+    def has_data(name):
+        task, metric, _ = COLLAPSE_PANELS[name]
+        return any(((df.experiment == e) & (df.task == task) & (df.metric == metric_of(e, metric))).any()
+                   for e in shown)
+
+    if drop_empty and any(has_data(p) for p in panels):
+        notes += [f"{COLLAPSE_PANELS[p][2]}: no data, panel left out" for p in panels if not has_data(p)]
+        panels = tuple(p for p in panels if has_data(p))
+
     absent = {"validation": "no validation results (early_stop.validation is null)",
               "diagnostics": "no answer diagnostics (evaluation.probe.prompts unset)",
               "filter": "no filter statistics"}
@@ -293,7 +305,7 @@ def plot_collapse_panel(df, stops: dict, experiments: list[str], png: str | Path
         legend_ax.axis("off")
         handles, stop_handle = {}, None
         for ax, name in zip(axes, panels):
-            task, metric, title = COLLAPSE_PANELS[name]
+            task, metric, panel_title = COLLAPSE_PANELS[name]
             used = []
             for exp in shown:
                 shown_metric = metric_of(exp, metric)
@@ -320,16 +332,15 @@ def plot_collapse_panel(df, stops: dict, experiments: list[str], png: str | Path
             if not used:
                 what = ("no results for " + (", ".join(experiments) or "any experiment")) if not shown else \
                     absent.get(task, f"no {task} results")
-                notes.append(f"{title}: {what}")
+                notes.append(f"{panel_title}: {what}")
                 _empty_note(ax, what.replace(" (", "\n("))
-                ax.set_title(title)
+                ax.set_title(panel_title)
                 continue
-            ax.set_title(f"{title} ({' / '.join(sorted(set(used)))})" if metric is None else title)
+            ax.set_title(f"{panel_title} ({' / '.join(sorted(set(used)))})" if metric is None else panel_title)
             ax.ticklabel_format(axis="y", useOffset=False)
             _int_rounds(ax, last)
             ax.grid(alpha=0.3)
-        fig.suptitle("Collapse signals by round (mean ± std over seeds)\n"
-                     "x = early stop: mean of the seeds that stopped after that round")
+        fig.suptitle(title)
         if handles:
             keys = [e for e in shown if e in handles]
             legend_ax.legend([handles[e] for e in keys] + ([stop_handle] if stop_handle else []),

@@ -21,7 +21,8 @@ def main(smk):
                         x="n_train_prompts")
     stops = {(Path(p).parent.name, 0): read_json(p) for p in smk.input.stops}
     notes += plot_collapse_panel(df, stops, experiments, smk.output.collapse_png, smk.output.collapse_pdf,
-                                 panels=tuple(COLLAPSE_PANELS))
+                                 panels=tuple(COLLAPSE_PANELS), drop_empty=True,
+                                 title="Collapse signals by round (x = early stop: the next round was not run)")
     for note in notes:
         log.info("note: %s", note)
 
