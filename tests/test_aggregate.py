@@ -208,7 +208,7 @@ def test_collapse_figure_titles(chains, tmp_path, monkeypatch):
     monkeypatch.setattr(soft.figures, "save_figure", keep)
     plot_collapse_panel(one_seed(metrics_table(entries, judges)), {}, ["soft"], tmp_path / "t.png",
                         tmp_path / "t.pdf", panels=("validation", "kept"), title="grid collapse")
-    assert drawn == {"title": "grid collapse", "panels": ["validation (margin)", "generations kept by the filter"]}
+    assert drawn == {"title": "grid collapse", "panels": ["validation (margin)", "share kept by the filter"]}
 
 
 def test_grid_collapse_figure_shows_every_signal_and_the_stop(chains, tmp_path):

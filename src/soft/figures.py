@@ -39,7 +39,7 @@ COLLAPSE_PANELS = {
     "distinct_2": ("diagnostics", "distinct_2", "distinct-2"),
     "length": ("diagnostics", "mean_length", "answer length (words)"),
     "repetition": ("diagnostics", "repetition_rate", "repetition rate"),
-    "kept": ("filter", "kept_rate", "generations kept by the filter"),
+    "kept": ("filter", "kept_rate", "share kept by the filter"),
 }
 # The paper's collapse figure: the two signals of a collapse; the grid's shows them all.
 PAPER_COLLAPSE = ("validation", "entropy")
