@@ -19,7 +19,7 @@ from soft.config import (
     rule_resources,
 )
 from soft.base_model import check_source_inputs
-from soft.benchmarks import check_local_sdist
+from soft.eval_tasks import TASK_FUNCTIONS_MODULE, check_local_sdist
 from soft.comparisons import comparison_pairs, plan_comparisons
 from soft.curriculum import is_ordered
 from soft.early_stop import validation_kind

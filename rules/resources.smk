@@ -39,5 +39,7 @@ rule fetch_benchmarks:
         gpu=0,
     params:
         benchmarks=config["benchmarks"],
+        # the module the task YAMLs call into: a folder built for another one is rebuilt
+        task_functions=TASK_FUNCTIONS_MODULE,
     script:
         "../workflow/scripts/fetch_benchmarks.py"

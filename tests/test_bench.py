@@ -10,7 +10,7 @@ from performance.__main__ import main
 from performance.load import _write_gguf, bench_load
 from performance.report import markdown, targets
 from performance.scaling import bench_scaling
-from soft.benchmarks import prepare_benchmarks
+from soft.eval_tasks import prepare_benchmarks
 from tiny import make_tiny_bigbench, make_tiny_model
 
 

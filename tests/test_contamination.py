@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from soft.benchmarks import SDIST_SHA256, SDIST_SPEC, prepare_benchmarks
+from soft.eval_tasks import SDIST_SHA256, SDIST_SPEC, prepare_benchmarks
 from soft.contamination import NGRAM, QuestionIndex, benchmark_questions, overlaps
 
 REPO = Path(__file__).resolve().parents[1]

@@ -38,7 +38,7 @@ def plain_tok(plain_dir):
 
 @pytest.fixture(scope="module")
 def bench_dir(tmp_path_factory):
-    from soft.benchmarks import prepare_benchmarks
+    from soft.eval_tasks import prepare_benchmarks
 
     d = tmp_path_factory.mktemp("bench")
     sha = make_tiny_bigbench(d / "bb.tar.gz")

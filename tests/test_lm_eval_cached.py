@@ -95,9 +95,9 @@ def test_several_groups_share_batches_and_long_requests_fall_back(model_dir):
 
 @pytest.fixture(scope="module")
 def bench_dir(tmp_path_factory):
-    """The benchmark folder the workflow writes (every task of soft.benchmarks.ALL_TASKS),
+    """The benchmark folder the workflow writes (every task of soft.eval_tasks.ALL_TASKS),
     converted from the tiny BIG-bench sdist."""
-    from soft.benchmarks import prepare_benchmarks
+    from soft.eval_tasks import prepare_benchmarks
 
     d = tmp_path_factory.mktemp("bench")
     sha = make_tiny_bigbench(d / "bb.tar.gz")
@@ -140,12 +140,12 @@ def _task_requests(bench_dir, task: str) -> list:
 
 
 def _all_tasks():
-    from soft.benchmarks import ALL_TASKS
+    from soft.eval_tasks import ALL_TASKS
 
     return ALL_TASKS
 
 
-# Every benchmark task the workflow writes (soft.benchmarks.ALL_TASKS): a task added
+# Every benchmark task the workflow writes (soft.eval_tasks.ALL_TASKS): a task added
 # there is compared here without touching this test.
 @pytest.mark.parametrize("task", _all_tasks())
 def test_every_task_request_scores_like_stock(decisive_model_dir, bench_dir, task):
@@ -169,7 +169,7 @@ def test_every_task_request_scores_like_stock(decisive_model_dir, bench_dir, tas
 
 
 def test_simple_evaluate_truthfulqa_same_accuracy(model_dir, tmp_path):
-    from soft.benchmarks import prepare_benchmarks
+    from soft.eval_tasks import prepare_benchmarks
     from soft.evaluate import run_lm_eval
 
     sha = make_tiny_bigbench(tmp_path / "bb.tar.gz")
@@ -195,7 +195,7 @@ def test_layout_view_per_request_scores_match_stock_with_the_chat_template(model
     """In the layout view the cached class renders each request through soft.layouts; with
     a chat template that is the tokenizer's own template, so every request's context and
     log-likelihood equal the stock class's (which calls the tokenizer directly)."""
-    from soft.benchmarks import prepare_benchmarks
+    from soft.eval_tasks import prepare_benchmarks
     from soft.evaluate import run_lm_eval
 
     sha = make_tiny_bigbench(tmp_path / "bb.tar.gz")

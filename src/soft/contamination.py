@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from soft.benchmarks import read_task_jsonl
+from soft.eval_tasks import read_task_jsonl
 
 NGRAM = 8
 MIN_QUESTION_WORDS = 4

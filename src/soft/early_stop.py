@@ -131,7 +131,7 @@ def score_validation(model_dir: str, settings: dict, principles, benchmarks_dir:
     """One model's validation result: {"validation", "kind", "metrics": {name: value}}.
     An lm-eval task runs in the layout view (the model's layout, the distilled system
     prompt), as evaluate_model's `evaluation.tasks` do, unless it is one of the raw
-    benchmark tasks (soft.benchmarks.RAW_VIEW_TASKS)."""
+    benchmark tasks (soft.eval_tasks.RAW_VIEW_TASKS)."""
     validation = settings["validation"]
     kind = validation_kind(validation)
     if kind == "jsonl":
@@ -139,7 +139,7 @@ def score_validation(model_dir: str, settings: dict, principles, benchmarks_dir:
     else:
         from soft.evaluate import normalise_results, run_lm_eval
 
-        from soft.benchmarks import RAW_VIEW_TASKS
+        from soft.eval_tasks import RAW_VIEW_TASKS
 
         view = "raw" if validation in RAW_VIEW_TASKS else "layout"
         raw = run_lm_eval(Path(model_dir), [validation], Path(benchmarks_dir), batch_size, limit, seed=seed,

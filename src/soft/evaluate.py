@@ -1,6 +1,6 @@
 """Evaluate a model folder with lm-eval on the local benchmark tasks; normalise results.
 
-The benchmark folder (see soft.benchmarks) is passed as lm-eval's include_path. The
+The benchmark folder (see soft.eval_tasks) is passed as lm-eval's include_path. The
 normalised JSON holds no paths, timestamps or model names, so two runs of the same model
 and settings write the same bytes and the file can be compared across machines.
 """
@@ -15,7 +15,7 @@ from typing import Any
 
 from soft.errors import SoftError
 from soft.models import check_model_dir
-from soft.benchmarks import HHH_AB_GROUP, HHH_AB_TASKS
+from soft.eval_tasks import HHH_AB_GROUP, HHH_AB_TASKS
 from soft.precision import decide
 from soft.stats import HHH_BOTH_ORDERS, MARGIN, both_orders_outcomes
 

@@ -1,4 +1,4 @@
-"""Unit tests for soft.benchmarks and soft.evaluate.normalise_results (no downloads, no model)."""
+"""Unit tests for soft.eval_tasks and soft.evaluate.normalise_results (no downloads, no model)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from soft import benchmarks as bm
+from soft import eval_tasks as bm
 from soft.base_model import verify_sha256
 from soft.errors import SoftError
 from soft.evaluate import normalise_results
@@ -168,7 +168,7 @@ def test_yaml_files_name_the_right_tasks(task_dir):
         assert cfg["output_type"] == "multiple_choice"
         assert cfg["doc_to_choice"] == "choices" and cfg["doc_to_target"] == "label"
         assert cfg["dataset_kwargs"]["data_file"] == f"{task}.jsonl"
-        assert cfg["custom_dataset"].endswith("soft.benchmarks.lm_eval_dataset")
+        assert cfg["custom_dataset"].endswith("soft.eval_tasks.lm_eval_dataset")
         mc2 = task == bm.TRUTHFULQA_MC2_TASK
         assert {m["metric"] for m in cfg["metric_list"]} == ({"acc"} if mc2 else {"acc", "acc_norm"})
         assert ("process_results" in cfg) == mc2
@@ -363,3 +363,23 @@ def test_a_builtin_task_name_reaches_lm_evals_own_tasks(task_dir):
 
     assert "hellaswag" not in task_manager(task_dir, ["soft_hhh"]).all_tasks
     assert {"hellaswag", "soft_hhh"} <= set(task_manager(task_dir, ["soft_hhh", "hellaswag"]).all_tasks)
+
+
+def test_a_task_folder_built_for_another_module_is_rebuilt(tmp_path, run_snakemake):
+    """The task YAMLs call `!function <module>.lm_eval_dataset`; fetch_benchmarks passes that
+    module as a param, so a folder built when the functions were soft.benchmarks (whose
+    recorded params lack it) is planned again instead of failing inside lm-eval."""
+    import base64
+
+    from tiny import tiny_config
+
+    cfg = tiny_config(tmp_path)
+    run_snakemake(tmp_path, cfg, "resources/benchmarks")
+    assert "soft.eval_tasks.lm_eval_dataset" in (tmp_path / "resources/benchmarks/soft_hhh_ab_helpful.yaml").read_text()
+    assert "Nothing to be done" in run_snakemake(tmp_path, cfg, "resources/benchmarks", "-n").stdout
+    meta = tmp_path / ".snakemake/metadata" / base64.b64encode(b"resources/benchmarks").decode()
+    record = json.loads(meta.read_text())
+    record["params"] = [p for p in record["params"] if p != repr(bm.TASK_FUNCTIONS_MODULE)]  # an old build's
+    meta.write_text(json.dumps(record))
+    planned = run_snakemake(tmp_path, cfg, "resources/benchmarks", "-n").stdout
+    assert "rule fetch_benchmarks:" in planned and "Params have changed" in planned

@@ -1,4 +1,5 @@
-"""Benchmarks from the BIG-bench sdist on PyPI -> local lm-eval tasks.
+"""The evaluation tasks: benchmarks from the BIG-bench sdist on PyPI -> local lm-eval tasks
+(the folder resources/benchmarks, written by the rule fetch_benchmarks).
 
 BIG-bench 1.0.0's source distribution carries HHH alignment (harmless 58, helpful 59,
 honest 61, other 43 binary choices), TruthfulQA MC1 (299 questions in BIG-bench's
@@ -29,7 +30,7 @@ How the YAMLs find their data: lm-eval's stock ``dataset_path: json`` +
 a relative path against the *process cwd*, not the YAML's folder, and an absolute path
 would tie the folder to one checkout. Instead each task names its JSONL relative to its
 own YAML and loads it through ``custom_dataset: !function
-soft.benchmarks.lm_eval_dataset``: lm-eval 0.4.13 calls that with the task's metadata,
+soft.eval_tasks.lm_eval_dataset``: lm-eval 0.4.13 calls that with the task's metadata,
 which includes ``config_source`` (the YAML's path), plus ``dataset_kwargs``. The folder
 therefore works from any cwd and can be moved; it needs ``soft`` importable in the
 lm-eval process (it is: same env). It also skips the datasets cache (no writes under
@@ -46,6 +47,11 @@ from typing import Any
 
 from soft.errors import SoftError
 from soft.io import atomic_path, read_jsonl, write_json, write_jsonl, write_text
+
+# The module the task YAMLs name (`!function soft.eval_tasks.<name>`). The rule passes it
+# as a param, so a folder written when these functions lived elsewhere (soft.benchmarks,
+# before 2026-12-04) is rebuilt by Snakemake's params trigger instead of failing in lm-eval.
+TASK_FUNCTIONS_MODULE = __name__
 
 SDIST_SPEC = "bigbench==1.0.0"
 SDIST_SHA256 = "1bb398a5512c6d798cdebe0dfa0ac03f67f6033fa6b39c6ef71df978c7cbc5c2"
@@ -324,9 +330,9 @@ def _yaml_text(cfg: dict) -> str:
     body = yaml.dump(cfg, Dumper=Dumper, sort_keys=False, allow_unicode=True, width=1_000_000)
     if "output_type" in cfg:
         # a YAML tag safe_dump cannot write; lm-eval's loader imports and calls it
-        body += "custom_dataset: !function soft.benchmarks.lm_eval_dataset\n"
+        body += f"custom_dataset: !function {TASK_FUNCTIONS_MODULE}.lm_eval_dataset\n"
     if cfg.get("task") == TRUTHFULQA_MC2_TASK:
-        body += "process_results: !function soft.benchmarks.process_results_mc2\n"
+        body += f"process_results: !function {TASK_FUNCTIONS_MODULE}.process_results_mc2\n"
     return body
 
 
@@ -432,7 +438,7 @@ def prepare_benchmarks(spec: str, sha256: str, out_dir: Path, work_dir: Path, se
 
 __all__ = [
     "ALL_TASKS", "BIGBENCH_TRUTHFULQA_TASK", "GROUPS", "HHH_AB_GROUP", "HHH_AB_TASKS", "HHH_GROUP", "HHH_TASKS",
-    "MEMBERS", "RAW_VIEW_TASKS", "SDIST_SHA256", "SDIST_SPEC", "TRUTHFULQA_MC2_TASK",
+    "MEMBERS", "RAW_VIEW_TASKS", "SDIST_SHA256", "SDIST_SPEC", "TASK_FUNCTIONS_MODULE", "TRUTHFULQA_MC2_TASK",
     "TRUTHFULQA_TASK", "convert_mc2", "convert_truthfulqa_mc1", "hhh_ab_records", "convert_task", "process_results_mc2", "extract_members", "lm_eval_dataset", "prepare_benchmarks", "read_task_jsonl",
     "write_lm_eval_tasks",
 ]
