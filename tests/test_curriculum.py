@@ -19,7 +19,7 @@ from soft.scoring import encode_pair, scoring_texts, span_nll
 from soft.io import write_jsonl
 from soft.layouts import Layout
 from soft.principles import load_principles
-from soft.prompts import budget_prompts, split_rounds
+from soft.prompt_split import budget_prompts, split_rounds
 from tiny import REPO, make_tiny_model
 
 PRINCIPLES = REPO / "config/principles.yaml"

@@ -1,4 +1,4 @@
-"""Unit tests for soft.prompts (round splits), soft.principles (prompt building) and the
+"""Unit tests for soft.prompt_split (round splits), soft.principles (prompt building) and the
 model-free parts of soft.generate (request planning, length batching)."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from soft.principles import (
     sample_exemplars,
     training_messages,
 )
-from soft.prompts import split_rounds
+from soft.prompt_split import split_rounds
 from soft.records import read_prompts
 
 REPO = Path(__file__).resolve().parents[1]

@@ -439,7 +439,7 @@ def prompt_source(config: dict, schema: dict | None = None) -> dict:
                   if b.get("properties", {}).get("source", {}).get("const") == value["source"])
     settings = deep_merge(schema_defaults({"type": "object", **branch}, schema["$defs"]), value)
     if settings["source"] == "hub":
-        from soft.prompt_pool import check_hub_settings
+        from soft.hub_prompts import check_hub_settings
 
         check_hub_settings(settings)
     return settings
