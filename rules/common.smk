@@ -27,7 +27,7 @@ from soft.errors import SoftError, refuse
 from soft.icl import earlier_rounds
 from soft.io import read_json
 from soft.principles import load_exemplars, load_principles
-from soft.prompt_pool import check_local_copy, known_pool_size
+from soft.hub_prompts import check_local_copy, known_pool_size
 from soft.records import read_prompts
 from soft.self_instruct import SelfInstructSettings, count_types
 from soft.storage import storage_settings

@@ -4,7 +4,7 @@ prompts of an experiment (scope across_rounds) or one round's filtered answers
 from soft.curriculum import score_records
 from soft.io import write_jsonl
 from soft.principles import load_principles
-from soft.prompts import budget_prompts
+from soft.prompt_split import budget_prompts
 from soft.records import read_prompts, read_training_data
 from soft.runtime import log, run, set_threads
 

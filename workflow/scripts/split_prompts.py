@@ -2,7 +2,7 @@
 the experiment's curriculum works across rounds)."""
 from soft.curriculum import read_scores
 from soft.io import write_jsonl
-from soft.prompts import split_rounds
+from soft.prompt_split import split_rounds
 from soft.records import read_prompts
 from soft.runtime import log, run
 
