@@ -40,9 +40,10 @@ def torchrun_command(nproc: int, spec_path: str | Path, python: str = sys.execut
 
 def worker_env(env: dict | None = None) -> dict:
     """The environment for a child interpreter (torchrun and its ranks, the forecast's dry
-    runs): the folder holding this package first on PYTHONPATH. Under `snakemake --sdm conda` the job's env does not install soft; the job
-    imports it only because Snakemake's script preamble appends the launcher's sys.path,
-    which a child interpreter does not inherit."""
+    runs): the folder holding this package first on PYTHONPATH. Under `snakemake --sdm
+    conda` the job's env does not install soft; the job imports it only because
+    Snakemake's script preamble appends the launcher's sys.path, which a child interpreter
+    does not inherit."""
     env = dict(os.environ if env is None else env)
     package_root = str(Path(__file__).resolve().parents[1])
     rest = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != package_root]
