@@ -287,9 +287,10 @@ def plot_collapse_panel(df, stops: dict, experiments: list[str], png: str | Path
         return any(((df.experiment == e) & (df.task == task) & (df.metric == metric_of(e, metric))).any()
                    for e in shown)
 
-    if drop_empty and any(has_data(p) for p in panels):
-        notes += [f"{COLLAPSE_PANELS[p][2]}: no data, panel left out" for p in panels if not has_data(p)]
-        panels = tuple(p for p in panels if has_data(p))
+    with_data = [p for p in panels if has_data(p)] if drop_empty else []
+    if with_data:
+        notes += [f"{COLLAPSE_PANELS[p][2]}: no data, panel left out" for p in panels if p not in with_data]
+        panels = tuple(with_data)
 
     absent = {"validation": "no validation results (early_stop.validation is null)",
               "diagnostics": "no answer diagnostics (evaluation.probe.prompts unset)",
