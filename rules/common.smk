@@ -362,6 +362,12 @@ def samples_path(exp, k):
     return eval_path(exp, int(k)).replace(".json", "_samples.jsonl")
 
 
+def training_path(exp, k):
+    """Round k's training record (steps, losses): the tables read it, not the model
+    folder, which storage.keep_round_models: reported may remove."""
+    return f"results/{exp}/train/round{k}.json"
+
+
 def trained_filters(exp, k):
     """The filter records of the rounds whose data round k's model trained on."""
     if int(k) == 0:
@@ -387,7 +393,7 @@ def table_entries(wildcards=None, experiments=None):
                     "diagnostics": diagnostics_path(exp, k) if PROBES else None,
                     "filter": f"results/{exp}/data/round{k}_filter.json" if k >= 1 else None,
                     "train_filters": trained_filters(exp, k),
-                    "model": model_dir(exp, k) if k >= 1 else None,
+                    "training": training_path(exp, k) if k >= 1 else None,
                 }
             )
     return entries
@@ -396,7 +402,7 @@ def table_entries(wildcards=None, experiments=None):
 def table_inputs(wildcards, experiments=None):
     files = []
     for e in table_entries(experiments=experiments):
-        files += [e[key] for key in ("eval", "samples", "validation", "diagnostics", "filter", "model") if e[key]]
+        files += [e[key] for key in ("eval", "samples", "validation", "diagnostics", "filter", "training") if e[key]]
         # cumulative training data: the earlier rounds' filter records too
         files += [p for p in e["train_filters"] if p != e["filter"]]
     return files + judge_files(experiments=experiments)
@@ -442,6 +448,16 @@ def judge_files(wildcards=None, experiments=None):
 
 def stop_files(experiments=None):
     return [f"results/{exp}/stop.json" for exp in (GRID if experiments is None else experiments)]
+
+
+def removal_inputs(wildcards):
+    """A chain's models go only once the chain has finished and every round's training
+    record, which the tables read instead of the model folders, is written."""
+    exp = wildcards.exp
+    return {
+        "stop": f"results/{exp}/stop.json",
+        "training": [training_path(exp, k) for k in range(1, rounds_run(exp) + 1)],
+    }
 
 
 def removal_files(experiments=None):

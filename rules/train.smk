@@ -29,3 +29,25 @@ rule train_model:
         layout=LAYOUT,
     script:
         "../workflow/scripts/train_model.py"
+
+
+# The steps and losses of round k's training, out of its model card, for the tables: the
+# model folder itself may be removed once the chain has finished (storage.smk).
+
+
+rule record_training:
+    input:
+        model="results/{exp}/models/round{k}",
+    output:
+        "results/{exp}/train/round{k}.json",
+    log:
+        "logs/{exp}/record_training/round{k}.log",
+    localrule: True
+    conda:
+        "../envs/report.yaml"
+    threads: 1
+    resources:
+        mem_mb=500,
+        gpu=0,
+    script:
+        "../workflow/scripts/record_training.py"

@@ -5,11 +5,13 @@ training rows and the figure's error bars."""
 from __future__ import annotations
 
 import json
+import shutil
 import math
 
 import pandas as pd
 import pytest
 
+from soft.train import training_record
 from soft.aggregate import judge_comparison_rows, judge_rows, metrics_table, training_rows, write_table
 from soft.comparisons import comparison_pairs, comparison_table, plan_comparisons, rounds_label
 from soft.errors import SoftError
@@ -157,19 +159,27 @@ def test_figure_error_bars_are_the_paired_ci(grid):
     assert change_error(comparisons, "soft", "0", "soft_hhh_ab", "acc_both_orders") == (0.0, 0.0, None)
 
 
-def test_training_rows_from_filters_and_model_card(tmp_path):
+def test_training_rows_from_filters_and_training_record(tmp_path):
     for k, kept in ((1, 7), (2, 5)):
         (tmp_path / f"f{k}.json").write_text(json.dumps({"total": 16, "kept": kept, "dropped": {}}))
     model = tmp_path / "model"
     model.mkdir()
-    (model / "soft_model_card.json").write_text(json.dumps({"train_metrics": {"steps": 9}}))
+    (model / "soft_model_card.json").write_text(json.dumps({"train_metrics": {"steps": 9, "loss_last": 1.5}}))
+    (tmp_path / "round2.json").write_text(json.dumps(training_record(model)))
+    # the tables read the record, so the model folder may be gone (storage.keep_round_models)
+    shutil.rmtree(model)
     entry = {"experiment": "soft", "round": 2, "n_train_prompts": 32,
-             "train_filters": [tmp_path / "f1.json", tmp_path / "f2.json"], "model": model}
+             "train_filters": [tmp_path / "f1.json", tmp_path / "f2.json"], "training": tmp_path / "round2.json"}
     got = {(r["task"], r["metric"]): r["value"] for r in training_rows(entry)}
     assert got == {("training", "examples"): 12, ("training", "optimizer_steps"): 9}
-    (model / "soft_model_card.json").write_text(json.dumps({"round": 2}))
+
+
+def test_training_record_needs_the_cards_steps(tmp_path):
+    with pytest.raises(SoftError, match="soft_model_card.json: file not found"):
+        training_record(tmp_path)
+    (tmp_path / "soft_model_card.json").write_text(json.dumps({"round": 2}))
     with pytest.raises(SoftError, match="soft_model_card.json: no train_metrics.steps"):
-        training_rows(entry)
+        training_record(tmp_path)
 
 
 def test_judge_preference_rows():

@@ -172,7 +172,7 @@ class Plan:
 def expected_counts(rounds: list[int]) -> Counter:
     total = sum(rounds)
     return Counter({"split_prompts": total, "generate_responses": total, "filter_responses": total,
-                    "train_model": total, "evaluate_model": total + 1, "prepare_base_model": 1,
+                    "train_model": total, "record_training": total, "evaluate_model": total + 1, "prepare_base_model": 1,
                     "fetch_benchmarks": 1, "aggregate_metrics": 1, "plot_metrics": 1, "all": 1,
                     "write_stop_record": len(rounds)})
 
@@ -201,6 +201,8 @@ def check_chain(plan: Plan, exp: str, rounds: int, init: str) -> None:
         init_model = BASE if init == "base" else prev
         assert job["input"] == [f"{r}/data/round{k}.jsonl", init_model, PRINCIPLES]
         assert job["output"] == [f"{r}/models/round{k}"]
+        job = plan.one("record_training", exp=exp, k=k)
+        assert (job["input"], job["output"]) == ([f"{r}/models/round{k}"], [f"{r}/train/round{k}.json"])
 
         job = plan.one("evaluate_model", exp=exp, k=k)
         assert job["input"] == [f"{r}/models/round{k}", BENCH, PRINCIPLES]
@@ -219,14 +221,15 @@ def check_shared(plan: Plan, experiments: dict[str, int]) -> None:
 
     agg = plan.one("aggregate_metrics")
     # per (experiment, round): its evaluation, then (rounds >= 1) its filter stats and
-    # its model (whose card records the optimiser steps)
+    # its training record (the optimiser steps; never the model folder, which
+    # storage.keep_round_models: reported may remove)
     # (and the per-document samples beside each evaluation, which the comparisons pair)
     base_samples = BASE_EVAL.replace(".json", "_samples.jsonl")
     inputs = [p for exp, t in experiments.items() for k in range(t + 1)
               for p in ([BASE_EVAL, base_samples] if k == 0 else [f"results/{exp}/eval/round{k}.json",
                                                                   f"results/{exp}/eval/round{k}_samples.jsonl",
                                                                   f"results/{exp}/data/round{k}_filter.json",
-                                                                  f"results/{exp}/models/round{k}"])]
+                                                                  f"results/{exp}/train/round{k}.json"])]
     assert agg["input"] == inputs
     assert agg["output"] == FINAL[:3]
     stops = [f"results/{exp}/stop.json" for exp in experiments]
@@ -289,7 +292,7 @@ def grid_plan(tmp_path_factory):
 def test_grid_job_counts(grid_plan):
     assert grid_plan.stats == expected_counts([1, 3])
     assert Counter(j["rule"] for j in grid_plan.jobs) == grid_plan.stats
-    assert len(grid_plan.jobs) == 28
+    assert len(grid_plan.jobs) == 32
 
 
 def test_grid_chains(grid_plan):

@@ -40,6 +40,7 @@ STAGES = {
     "generate_responses": rounds("results/{exp}/data/round{k}_gen.jsonl"),
     "filter_responses": rounds("results/{exp}/data/round{k}.jsonl"),
     "train_model": rounds("results/{exp}/models/round{k}"),
+    "record_training": rounds("results/{exp}/train/round{k}.json"),
     "evaluate_model": rounds("results/{exp}/eval/round{k}.json") + ["results/base_model/eval/round0.json"],
     "validate_model": rounds("results/{exp}/validation/round{k}.json") + ["results/base_model/validation/round0.json"],
     "decide_next_round": rounds("results/{exp}/validation/round{k}_decision.json", ks=(1,)),

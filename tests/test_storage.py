@@ -70,7 +70,13 @@ def test_dag_removes_round_models_only_when_asked(tmp_path):
     plan = Plan(dry_run(tmp_path, cfg))
     for exp in ("soft", "single_round"):
         job = plan.one("remove_round_models", exp=exp)
-        assert job["input"] == [f"results/{exp}/stop.json"]
+        rounds = 3 if exp == "soft" else 1
+        assert job["input"] == [f"results/{exp}/stop.json"] + [f"results/{exp}/train/round{k}.json"
+                                                             for k in range(1, rounds + 1)]
+        # the tables read the training records, never a model folder the removal may take
+        table_inputs = plan.one("aggregate_metrics")["input"]
+        assert f"results/{exp}/train/round1.json" in table_inputs
+        assert not [p for p in table_inputs if "/models/" in p]
         assert job["output"] == [f"results/{exp}/round_models_removed.json"]
         assert job["output"][0] in plan.one("all")["input"]
 

@@ -72,19 +72,14 @@ def signal_rows(entry: dict) -> list[dict]:
 def training_rows(entry: dict) -> list[dict]:
     """How much the round's model was trained: the examples it trained on (the filter's
     kept count of every round it trained on: one round, or 1..k with train.data:
-    cumulative) and the optimiser steps its model card records. Unequal data between two
-    chains at the same prompt budget shows here."""
-    from soft.train import MODEL_CARD
-
+    cumulative) and the optimiser steps its training record (soft.train.training_record)
+    holds. Unequal data between two chains at the same prompt budget shows here."""
     rows = []
     if entry.get("train_filters"):
         kept = sum(int(read_json(p)["kept"]) for p in entry["train_filters"])
         rows.append(_row(entry, TRAINING_TASK, "examples", kept))
-    if entry.get("model"):
-        card_path = Path(entry["model"]) / MODEL_CARD
-        steps = (read_json(card_path).get("train_metrics") or {}).get("steps")
-        if not isinstance(steps, int) or isinstance(steps, bool):
-            raise SoftError(f"{card_path}: no train_metrics.steps (optimiser steps) recorded")
+    if entry.get("training"):
+        steps = read_json(entry["training"])["train_metrics"]["steps"]
         rows.append(_row(entry, TRAINING_TASK, "optimizer_steps", steps))
     return rows
 

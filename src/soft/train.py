@@ -325,6 +325,20 @@ def train_model(records: list[dict], init_dir: str | Path, out_dir: str | Path, 
     return metrics
 
 
+def training_record(model_dir: str | Path) -> dict:
+    """What the tables report of a round's training, read from its model card: the
+    optimiser steps and losses. Kept apart from the model folder, which
+    storage.keep_round_models: reported may remove once the chain has finished."""
+    card_path = Path(model_dir) / MODEL_CARD
+    if not card_path.is_file():
+        raise SoftError(f"{card_path}: file not found (the round's model card)")
+    metrics = json.loads(card_path.read_text()).get("train_metrics") or {}
+    steps = metrics.get("steps")
+    if not isinstance(steps, int) or isinstance(steps, bool):
+        raise SoftError(f"{card_path}: no train_metrics.steps (optimiser steps) recorded")
+    return {"train_metrics": metrics}
+
+
 def data_files_card(paths: list[str | Path]) -> list[dict]:
     """Data provenance for the model card: file names relative to the run, with sha256."""
     return [{"path": os.fspath(p), "sha256": sha256_file(p)} for p in paths]
