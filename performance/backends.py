@@ -13,17 +13,17 @@ def bench_backends(model_dir: str, n_prompts: int, max_new_tokens: int, batch_si
                    vllm_python: str | None = None) -> dict:
     """generate_responses' two backends on the same principle-driven prompts, greedy, each
     as a job sees it. hf: transformers in this process (model load + generate; torch is
-    already imported). vllm: the engine process in vLLM's interpreter (soft.vllm_backend:
+    already imported). vllm: the engine process in vLLM's interpreter (soft.generate.vllm_backend:
     Python start, `import vllm`, engine start, generate, exit). New tokens are counted with
     one tokenizer for both; vLLM in dtype auto (bf16 where the CPU has bf16 units, else fp32), transformers fp32."""
     from soft.errors import SoftError
-    from soft.decoding import GenerationSettings
-    from soft.generate import generate_hf, plan_requests
-    from soft.icl import IclSettings
+    from soft.generate.decoding import GenerationSettings
+    from soft.generate.responses import generate_hf, plan_requests
+    from soft.generate.icl import IclSettings
     from soft.models import load_causal_lm, load_tokenizer
     from soft.principles import load_exemplars, load_principles
     from soft.records import read_prompts
-    from soft.vllm_backend import run_engine_job, vllm_interpreter
+    from soft.generate.vllm_backend import run_engine_job, vllm_interpreter
 
     try:
         python = vllm_interpreter(vllm_python)

@@ -17,9 +17,9 @@ def default_generation_batch() -> int:
 
 
 def bench_generation(model_dir: str, n_prompts: int, max_new_tokens: int, batch_size: int) -> dict:
-    from soft.decoding import GenerationSettings
-    from soft.generate import encode_split, generate_hf, plan_requests, shared_prefix
-    from soft.icl import IclSettings
+    from soft.generate.decoding import GenerationSettings
+    from soft.generate.responses import encode_split, generate_hf, plan_requests, shared_prefix
+    from soft.generate.icl import IclSettings
     from soft.models import load_causal_lm, load_tokenizer
     from soft.principles import load_exemplars, load_principles
     from soft.records import read_prompts

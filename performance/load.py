@@ -80,7 +80,7 @@ def bench_load(model_dir: str, tmp: Path, quick: bool = False, repeats: int = 3)
     import torch
     from transformers import AutoModelForCausalLM
 
-    from soft.base_model import extract_zip_member, verify_sha256
+    from soft.resources.base_model import extract_zip_member, verify_sha256
     from soft.errors import SoftError
     from soft.models import load_causal_lm
 

@@ -36,7 +36,7 @@ def _scoring_lm(model_class: str, model_dir: str, batch_size: int):
     then each request's rest, logits only where a continuation is scored)."""
     from lm_eval.models.huggingface import HFLM
 
-    from soft.lm_eval_cached import CachedPrefixHFLM
+    from soft.evaluate.lm_eval_cached import CachedPrefixHFLM
 
     cls = CachedPrefixHFLM if model_class == "cached" else HFLM
     lm = cls(pretrained=model_dir, dtype="float32", batch_size=batch_size, device="cpu")
@@ -75,7 +75,7 @@ def bench_scoring(model_dir: str, bench_dir: Path, limit: int, batch_size: int =
     each class runs)."""
     import lm_eval
 
-    from soft.evaluate import _set_offline, normalise_results, task_manager
+    from soft.evaluate.harness import _set_offline, normalise_results, task_manager
 
     _set_offline()
     lms = {c: _scoring_lm(c, model_dir, batch_size) for c in ("hf", "cached")}

@@ -78,7 +78,7 @@ def bench_training(model_dir: str, n_examples: int, tmp: Path, quick: bool = Fal
 
     from soft.principles import load_principles
     from soft.records import read_prompts
-    from soft.train import train_model
+    from soft.train.finetune import train_model
 
     principles = load_principles(REPO / "config/principles.yaml")
     prompts = read_prompts(REPO / "config/prompts.jsonl")[:n_examples]

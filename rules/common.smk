@@ -18,20 +18,20 @@ from soft.config import (
     resolve,
     rule_resources,
 )
-from soft.base_model import check_source_inputs
-from soft.eval_tasks import TASK_FUNCTIONS_MODULE, check_local_sdist
-from soft.comparisons import comparison_pairs, plan_comparisons
-from soft.curriculum import is_ordered
-from soft.early_stop import validation_kind
+from soft.resources.base_model import check_source_inputs
+from soft.resources.eval_tasks import TASK_FUNCTIONS_MODULE, check_local_sdist
+from soft.aggregate.comparisons import comparison_pairs, plan_comparisons
+from soft.curriculum.difficulty import is_ordered
+from soft.validate.early_stop import validation_kind
 from soft.errors import SoftError, refuse
-from soft.icl import earlier_rounds
+from soft.generate.icl import earlier_rounds
 from soft.io import read_json
 from soft.principles import load_exemplars, load_principles
-from soft.hub_prompts import check_local_copy, known_pool_size
+from soft.prompts.hub import check_local_copy, known_pool_size
 from soft.records import read_prompts
-from soft.self_instruct import SelfInstructSettings, count_types
-from soft.storage import storage_settings
-from soft.vllm_backend import check_vllm_python
+from soft.prompts.self_instruct import SelfInstructSettings, count_types
+from soft.storage.round_models import storage_settings
+from soft.generate.vllm_backend import check_vllm_python
 
 
 wildcard_constraints:
@@ -415,7 +415,7 @@ JUDGE_IN_TABLE = JUDGE["kind"] == "endpoint"
 
 
 def comparison_specs(wildcards=None, experiments=None, by_name=False, panels=()):
-    """The paired comparisons (soft.comparisons) over the runs that ran. by_name: seeds
+    """The paired comparisons (soft.aggregate.comparisons) over the runs that ran. by_name: seeds
     of an experiment pool into one comparison (the paper); else each run is its own
     experiment (the grid's table has a row per run) and pairs match runs of one seed."""
     runs = {}

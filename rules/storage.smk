@@ -1,7 +1,7 @@
 # storage.keep_round_models: reported. Once a chain has finished (stop.json needs every
 # evaluation, validation and probe of the chain, hence every job that read one of its
 # models) and every round's training record is written (the tables read those, not the
-# models), every round model but the reported one is removed (soft.storage).
+# models), every round model but the reported one is removed (soft.storage.round_models).
 
 
 rule remove_round_models:

@@ -1,5 +1,5 @@
-"""Unit tests for soft.aggregate (tidy table, CSV/Markdown output) and the grid's figures,
-drawn by soft.figures from the table as one seed."""
+"""Unit tests for soft.aggregate.tables (tidy table, CSV/Markdown output) and the grid's figures,
+drawn by soft.aggregate.figures from the table as one seed."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from soft.aggregate import COLUMNS, metrics_table, one_seed, signal_rows, tidy_rows, write_table
-from soft.figures import COLLAPSE_PANELS, plot_collapse_panel, plot_rounds
-from soft.paper import summarize_seeds
+from soft.aggregate.tables import COLUMNS, metrics_table, one_seed, signal_rows, tidy_rows, write_table
+from soft.aggregate.figures import COLLAPSE_PANELS, plot_collapse_panel, plot_rounds
+from soft.paper.summary import summarize_seeds
 
 
 def entry(exp: str, k: int, n: int, eval_path: Path, **signals) -> dict:
@@ -197,7 +197,7 @@ def test_table_of_chains_of_different_lengths(chains, tmp_path):
 
 def test_collapse_figure_titles(chains, tmp_path, monkeypatch):
     """The figure's title is the one asked for (not the last panel's), each panel its own."""
-    import soft.figures
+    import soft.aggregate.figures
 
     entries, judges, _ = chains
     drawn = {}
@@ -205,7 +205,7 @@ def test_collapse_figure_titles(chains, tmp_path, monkeypatch):
     def keep(fig, png, pdf):
         drawn["title"] = fig._suptitle.get_text()
         drawn["panels"] = [ax.get_title() for ax in fig.axes if ax.get_title()]
-    monkeypatch.setattr(soft.figures, "save_figure", keep)
+    monkeypatch.setattr(soft.aggregate.figures, "save_figure", keep)
     plot_collapse_panel(one_seed(metrics_table(entries, judges)), {}, ["soft"], tmp_path / "t.png",
                         tmp_path / "t.pdf", panels=("validation", "kept"), title="grid collapse")
     assert drawn == {"title": "grid collapse", "panels": ["validation (margin)", "share kept by the filter"]}

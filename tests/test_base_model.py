@@ -1,4 +1,4 @@
-"""Unit tests for soft.base_model (no downloads; a tiny random model built in-process)."""
+"""Unit tests for soft.resources.base_model (no downloads; a tiny random model built in-process)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from soft import base_model as B
+from soft.resources import base_model as B
 from soft.errors import SoftError
 
 CHAT_TEMPLATE = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}"

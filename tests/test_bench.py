@@ -10,7 +10,7 @@ from performance.__main__ import main
 from performance.load import _write_gguf, bench_load
 from performance.report import markdown, targets
 from performance.scaling import bench_scaling
-from soft.eval_tasks import prepare_benchmarks
+from soft.resources.eval_tasks import prepare_benchmarks
 from tiny import make_tiny_bigbench, make_tiny_model
 
 
@@ -184,7 +184,7 @@ def test_scaling_runs_the_workflow_at_p_and_2p_prompts(tmp_path):
 
 def test_backend_comparison_without_vllm_is_not_measured(tmp_path, monkeypatch):
     """--backends where no Python has vLLM: the section says why instead of failing."""
-    import soft.vllm_backend as vb
+    import soft.generate.vllm_backend as vb
     from performance.backends import bench_backends
 
     monkeypatch.setattr(vb, "vllm_installed", lambda: False)

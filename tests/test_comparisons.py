@@ -1,4 +1,4 @@
-"""soft.comparisons and the comparison parts of soft.aggregate: which pairs a grid implies,
+"""soft.aggregate.comparisons and the comparison parts of soft.aggregate.tables: which pairs a grid implies,
 the tidy comparisons table from synthetic sample files, metrics.md's paired cells,
 training rows and the figure's error bars."""
 
@@ -11,11 +11,11 @@ import math
 import pandas as pd
 import pytest
 
-from soft.train import training_record
-from soft.aggregate import judge_comparison_rows, judge_rows, metrics_table, training_rows, write_table
-from soft.comparisons import comparison_pairs, comparison_table, plan_comparisons, rounds_label
+from soft.train.finetune import training_record
+from soft.aggregate.tables import judge_comparison_rows, judge_rows, metrics_table, training_rows, write_table
+from soft.aggregate.comparisons import comparison_pairs, comparison_table, plan_comparisons, rounds_label
 from soft.errors import SoftError
-from soft.figures import change_error
+from soft.aggregate.figures import change_error
 from soft.stats import COMPARISON_COLUMNS, TEST_MCNEMAR, TEST_SEEDS
 
 
@@ -73,7 +73,7 @@ def test_rounds_label():
 
 
 def _metrics(task: str, v) -> dict:
-    # an A/B HHH document's value is its letter margin (soft.evaluate.letter_margin)
+    # an A/B HHH document's value is its letter margin (soft.evaluate.harness.letter_margin)
     if task.startswith("soft_hhh_ab_"):
         return {"acc": int(v > 0), "acc_norm": int(v > 0), "margin": v}
     return {"acc": v, "acc_norm": v}
@@ -236,7 +236,7 @@ def test_shipped_ablations_name_their_reference(monkeypatch):
 
 
 def test_no_comparisons_no_lines():
-    from soft.aggregate import comparison_lines
+    from soft.aggregate.tables import comparison_lines
 
     # no per-document samples: an empty comparisons table, as read back from its CSV
     assert comparison_lines(pd.DataFrame(columns=COMPARISON_COLUMNS + ["kind", "n_seeds"])) == []
@@ -244,7 +244,7 @@ def test_no_comparisons_no_lines():
 
 def test_two_sample_files_compared_from_the_command_line(tmp_path, capsys):
     # e.g. round 0 scored in bf16 against fp32: the means, the paired test and the flips
-    from soft.comparisons import main
+    from soft.aggregate.comparisons import main
 
     fp32 = write_samples(tmp_path / "fp32.jsonl", {"soft_truthfulqa_mc1": [0, 0, 1, 1, 1, 0],
                                                    "soft_hhh_ab_harmless": [0, 1], "soft_hhh_ab_honest": [1, 0]})

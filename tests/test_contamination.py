@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from soft.eval_tasks import SDIST_SHA256, SDIST_SPEC, prepare_benchmarks
-from soft.contamination import NGRAM, QuestionIndex, benchmark_questions, overlaps
+from soft.resources.eval_tasks import SDIST_SHA256, SDIST_SPEC, prepare_benchmarks
+from soft.resources.contamination import NGRAM, QuestionIndex, benchmark_questions, overlaps
 
 REPO = Path(__file__).resolve().parents[1]
 OWN_FILES = ["prompts.jsonl", "validation.jsonl", "probe_prompts.jsonl", "exemplars.jsonl",

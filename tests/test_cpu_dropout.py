@@ -1,4 +1,4 @@
-"""soft.cpu_dropout: the faster CPU dropout is Bernoulli dropout with p quantised to
+"""soft.train.cpu_dropout: the faster CPU dropout is Bernoulli dropout with p quantised to
 1/32768, repeats under a seed, and replaces exactly peft's LoRA dropout modules."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from soft.cpu_dropout import LEVELS, CpuDropout, use_cpu_dropout
+from soft.train.cpu_dropout import LEVELS, CpuDropout, use_cpu_dropout
 from tiny import make_tiny_model
 
 

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from soft.config import resolve_experiments
-from soft.curriculum import (
+from soft.curriculum.difficulty import (
     check_curriculum,
     read_scores,
     sort_by_difficulty,
@@ -19,7 +19,7 @@ from soft.scoring import encode_pair, scoring_texts, span_nll
 from soft.io import write_jsonl
 from soft.layouts import Layout
 from soft.principles import load_principles
-from soft.prompt_split import budget_prompts, split_rounds
+from soft.prompts.split import budget_prompts, split_rounds
 from tiny import REPO, make_tiny_model
 
 PRINCIPLES = REPO / "config/principles.yaml"

@@ -1,4 +1,4 @@
-"""Collapse diagnostics (soft.diagnostics) on hand-written answers, the shipped validation
+"""Collapse diagnostics (soft.probe.diagnostics) on hand-written answers, the shipped validation
 and probe sets, and token entropy on the tiny model."""
 
 import json
@@ -7,7 +7,7 @@ import math
 import pytest
 from tiny import REPO, make_tiny_model
 
-from soft.diagnostics import (distinct_n, mean_length, preference_scores, read_validation, repetition_rate,
+from soft.probe.diagnostics import (distinct_n, mean_length, preference_scores, read_validation, repetition_rate,
                               summarize_answers)
 from soft.errors import SoftError
 from soft.scoring import token_entropy

@@ -111,7 +111,7 @@ def test_a_round_whose_filter_keeps_nothing_fails_clearly(tmp_path, run_snakemak
 def test_growing_icl_pool_reaches_generation_and_filter(tmp_path, run_snakemake):
     """Round 2 of a growing chain is shown round 1's accepted answers, and its records
     carry what each prompt was shown (ids and text), which the filter reads."""
-    from soft.icl import IclSettings, build_pool, choose_exemplars
+    from soft.generate.icl import IclSettings, build_pool, choose_exemplars
     from soft.principles import load_exemplars, load_principles
 
     icl = {"mode": "growing", "shots": 1, "pool_size": 1}

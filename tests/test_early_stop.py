@@ -1,8 +1,8 @@
-"""The early-stop rule (soft.early_stop), on hand-written validation histories."""
+"""The early-stop rule (soft.validate.early_stop), on hand-written validation histories."""
 
 import pytest
 
-from soft.early_stop import check_early_stop, decide, stop_record, validation_kind
+from soft.validate.early_stop import check_early_stop, decide, stop_record, validation_kind
 from soft.errors import SoftError
 
 SETTINGS = {"validation": "config/validation.jsonl", "metric": "margin", "patience": 1, "min_delta": 0.0}

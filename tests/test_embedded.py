@@ -94,14 +94,14 @@ def test_default_run_writes_table_and_figure(default_run):
 
 @pytest.mark.embedded
 def test_cached_scoring_of_round0_on_the_full_raw_sets_matches_stock_lm_eval(default_run):
-    """The project's cached lm-eval class (soft.lm_eval_cached, the default model class)
+    """The project's cached lm-eval class (soft.evaluate.lm_eval_cached, the default model class)
     against stock lm-eval's numbers for the same model and items: SmolLM2-135M-Instruct
     scored by lm-eval's own `hf` class on the full raw sets (soft_hhh: 221 items, BIG-bench
     TruthfulQA MC1: 299 questions after its primer) gave HHH acc 0.4163 / acc_norm 0.6516
     (92 and 144 of 221) and MC1 0.2341 (70 of 299), measured before any project scoring code
     existed (issue 21). The embedded run's base model and tasks, scored again on the full
     sets; same counts."""
-    from soft.evaluate import evaluate_model
+    from soft.evaluate.harness import evaluate_model
 
     run = default_run
     norm = evaluate_model(run / "resources/models/smollm2-135m-instruct", [], run / "resources/benchmarks",

@@ -1,4 +1,4 @@
-"""Unit tests for soft.eval_tasks and soft.evaluate.normalise_results (no downloads, no model)."""
+"""Unit tests for soft.resources.eval_tasks and soft.evaluate.harness.normalise_results (no downloads, no model)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from soft import eval_tasks as bm
-from soft.base_model import verify_sha256
+from soft.resources import eval_tasks as bm
+from soft.resources.base_model import verify_sha256
 from soft.errors import SoftError
-from soft.evaluate import normalise_results
+from soft.evaluate.harness import normalise_results
 from soft.io import sha256_file
 
 PRIMER = "Q: What is 1+1?\nA: 2.\n\nQ: Capital of France?\nA: Paris.\n"
@@ -168,7 +168,7 @@ def test_yaml_files_name_the_right_tasks(task_dir):
         assert cfg["output_type"] == "multiple_choice"
         assert cfg["doc_to_choice"] == "choices" and cfg["doc_to_target"] == "label"
         assert cfg["dataset_kwargs"]["data_file"] == f"{task}.jsonl"
-        assert cfg["custom_dataset"].endswith("soft.eval_tasks.lm_eval_dataset")
+        assert cfg["custom_dataset"].endswith("soft.resources.eval_tasks.lm_eval_dataset")
         mc2 = task == bm.TRUTHFULQA_MC2_TASK
         assert {m["metric"] for m in cfg["metric_list"]} == ({"acc"} if mc2 else {"acc", "acc_norm"})
         assert ("process_results" in cfg) == mc2
@@ -359,7 +359,7 @@ def test_normalise_results_rejects_garbage():
 def test_a_builtin_task_name_reaches_lm_evals_own_tasks(task_dir):
     """Local names are found without indexing lm-eval's built-ins; any other name is
     looked up there (a user with a hub evaluates it unchanged); an unknown name fails."""
-    from soft.evaluate import task_manager
+    from soft.evaluate.harness import task_manager
 
     assert "hellaswag" not in task_manager(task_dir, ["soft_hhh"]).all_tasks
     assert {"hellaswag", "soft_hhh"} <= set(task_manager(task_dir, ["soft_hhh", "hellaswag"]).all_tasks)
@@ -375,7 +375,7 @@ def test_a_task_folder_built_for_another_module_is_rebuilt(tmp_path, run_snakema
 
     cfg = tiny_config(tmp_path)
     run_snakemake(tmp_path, cfg, "resources/benchmarks")
-    assert "soft.eval_tasks.lm_eval_dataset" in (tmp_path / "resources/benchmarks/soft_hhh_ab_helpful.yaml").read_text()
+    assert "soft.resources.eval_tasks.lm_eval_dataset" in (tmp_path / "resources/benchmarks/soft_hhh_ab_helpful.yaml").read_text()
     assert "Nothing to be done" in run_snakemake(tmp_path, cfg, "resources/benchmarks", "-n").stdout
     meta = tmp_path / ".snakemake/metadata" / base64.b64encode(b"resources/benchmarks").decode()
     record = json.loads(meta.read_text())

@@ -1,11 +1,11 @@
-"""Unit tests for soft.filters on hand-written continuations."""
+"""Unit tests for soft.filter.responses on hand-written continuations."""
 
 from __future__ import annotations
 
 import pytest
 
 from soft.errors import SoftError
-from soft.filters import (
+from soft.filter.responses import (
     DROP_REASONS,
     REFUSAL_OPENINGS,
     FilterSettings,
@@ -15,7 +15,7 @@ from soft.filters import (
     opens_with_refusal,
     prompt_overlap,
 )
-from soft.icl import IclSettings, build_pool
+from soft.generate.icl import IclSettings, build_pool
 
 SELF_ID = "I am a helpful, honest and harmless AI assistant."
 THOUGHTS = f"{SELF_ID} The user asks about basil. I should follow rules 3 (helpful)."

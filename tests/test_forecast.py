@@ -1,4 +1,4 @@
-"""The cost forecast (soft.forecast): the dry-run listing it reads, the full chain past an
+"""The cost forecast (soft.tools.forecast): the dry-run listing it reads, the full chain past an
 undecided checkpoint and the remaining work once decisions exist, the cost model's scaling
 with the config and the device, and the SLURM limits generated from it."""
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from soft import forecast as fc
+from soft.tools import forecast as fc
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from soft.decoding import GenerationSettings
-from soft.generate import encode_split, generate_hf, shared_prefix
-from soft.icl import IclSettings
-from soft.generate import plan_requests
+from soft.generate.decoding import GenerationSettings
+from soft.generate.responses import encode_split, generate_hf, shared_prefix
+from soft.generate.icl import IclSettings
+from soft.generate.responses import plan_requests
 from soft.principles import load_exemplars, load_principles
 from tiny import REPO, make_tiny_model
 
@@ -73,8 +73,8 @@ def test_overlong_prompts_fall_back_to_left_truncation(tiny, caplog):
 def test_static_cache_gives_the_tokens_of_stock_generate(tiny):
     """generate_hf decodes into a preallocated cache (batch_cache); transformers' own
     generate with its default dynamic cache must give the same greedy tokens."""
-    from soft.decoding import STOP_STRINGS
-    from soft.generate import batch_cache
+    from soft.generate.decoding import STOP_STRINGS
+    from soft.generate.responses import batch_cache
 
     tok, model = tiny
     assert type(batch_cache(model, 1, 8)).__name__ == "StaticCache"  # Llama layers take the fast path
@@ -96,7 +96,7 @@ def test_sliding_window_models_keep_the_dynamic_cache(tmp_path):
     the cached path still gives the whole-prompt tokens."""
     from transformers import MistralConfig, MistralForCausalLM
 
-    from soft.generate import batch_cache, prefix_cache
+    from soft.generate.responses import batch_cache, prefix_cache
     from soft.models import load_tokenizer
 
     tok = load_tokenizer(make_tiny_model(tmp_path / "tiny"))
@@ -139,7 +139,7 @@ def test_batched_padded_static_cache_gives_the_tokens_of_stock_generate(decisive
     into the static cache; stock `generate` on each prompt alone, unpadded, with its
     default dynamic cache, must give the same greedy tokens, and so must stock `generate`
     on the same three left-padded."""
-    from soft.decoding import STOP_STRINGS
+    from soft.generate.decoding import STOP_STRINGS
 
     tok, model = decisive
     prompts = [PROMPTS[4], PROMPTS[1], PROMPTS[3]]

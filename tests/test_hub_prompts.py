@@ -25,8 +25,8 @@ from soft.config import (
     validate_schema,
 )
 from soft.errors import SoftError
-from soft.hub_prompts import convert_rows, fetch_hub_pool, hub_records, known_pool_size, read_rows
-from soft.prompt_split import budget_prompts
+from soft.prompts.hub import convert_rows, fetch_hub_pool, hub_records, known_pool_size, read_rows
+from soft.prompts.split import budget_prompts
 from soft.records import read_prompts
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""Unit tests for soft.icl: exemplar pools and per-prompt choice in the fixed, random and
+"""Unit tests for soft.generate.icl: exemplar pools and per-prompt choice in the fixed, random and
 growing modes, and the file-level pool both generate_responses and filter_responses build."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from soft.errors import SoftError
-from soft.generate import plan_requests
-from soft.icl import (
+from soft.generate.responses import plan_requests
+from soft.generate.icl import (
     IclSettings,
     build_pool,
     choose_exemplars,

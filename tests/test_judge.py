@@ -1,4 +1,4 @@
-"""The pairwise judge (soft.judge): verdict parsing, both-order outcomes, an
+"""The pairwise judge (soft.probe.judge): verdict parsing, both-order outcomes, an
 OpenAI-compatible endpoint served by a local HTTP server, and the local model judge."""
 
 import json
@@ -12,7 +12,7 @@ import pytest
 from tiny import make_tiny_model
 
 from soft.errors import SoftError
-from soft.judge import (EndpointJudge, LocalJudge, build_judge_prompt, judge_pairs, match_verdict, pair_outcome,
+from soft.probe.judge import (EndpointJudge, LocalJudge, build_judge_prompt, judge_pairs, match_verdict, pair_outcome,
                         pair_preference, parse_verdict, preference_summary, run_comparisons, summarize,
                         verdict_token_ids)
 

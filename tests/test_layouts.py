@@ -38,7 +38,7 @@ def plain_tok(plain_dir):
 
 @pytest.fixture(scope="module")
 def bench_dir(tmp_path_factory):
-    from soft.eval_tasks import prepare_benchmarks
+    from soft.resources.eval_tasks import prepare_benchmarks
 
     d = tmp_path_factory.mktemp("bench")
     sha = make_tiny_bigbench(d / "bb.tar.gz")
@@ -81,7 +81,7 @@ def test_plain_training_data_is_what_the_optimiser_sees(plain_dir, tmp_path, mon
     from trl import SFTTrainer
 
     from soft.models import load_tokenizer
-    from soft.train import MODEL_CARD, train_model
+    from soft.train.finetune import MODEL_CARD, train_model
 
     tok = load_tokenizer(plain_dir, padding_side="right")
     lay = Layout.from_settings(tok, PLAIN)
@@ -108,7 +108,7 @@ def test_plain_training_data_is_what_the_optimiser_sees(plain_dir, tmp_path, mon
         assert tok.decode(ids) == prompt + rec["response"] + tok.eos_token
         assert tok.decode(answer_ids) == rec["response"] + tok.eos_token
     # the dataset itself carries the eos (TRL would add a missing one, other trainers may not)
-    from soft.train import build_dataset
+    from soft.train.finetune import build_dataset
 
     row = build_dataset(recs[:1], PRINCIPLES, tok, train, lay)[0]
     assert row == {"prompt": lay.prompt_text(tok, PRINCIPLES.system_prompt, recs[0]["prompt"]),
@@ -121,7 +121,7 @@ def test_plain_training_data_is_what_the_optimiser_sees(plain_dir, tmp_path, mon
 
 
 def test_curriculum_scores_in_the_plain_layout(plain_dir, plain_tok):
-    from soft.curriculum import score_records
+    from soft.curriculum.difficulty import score_records
     from soft.scoring import encode_pair, scoring_texts, span_nll
     from soft.models import load_causal_lm
 
@@ -143,7 +143,7 @@ def test_curriculum_scores_in_the_plain_layout(plain_dir, plain_tok):
 
 
 def test_validation_scores_in_the_plain_layout(plain_dir, tmp_path):
-    from soft.early_stop import score_preferences
+    from soft.validate.early_stop import score_preferences
 
     path = tmp_path / "val.jsonl"
     path.write_text("".join(json.dumps({"id": f"v{i}", "prompt": f"Question {i}?", "chosen": "A careful answer.",
@@ -155,8 +155,8 @@ def test_validation_scores_in_the_plain_layout(plain_dir, tmp_path):
 
 
 def test_probe_generates_in_the_plain_layout(plain_dir, plain_tok, monkeypatch):
-    import soft.generate as gen
-    from soft.probe import probe_model
+    import soft.generate.responses as gen
+    from soft.probe.answers import probe_model
 
     shown = []
     original = gen.generate_hf
@@ -175,7 +175,7 @@ def test_probe_generates_in_the_plain_layout(plain_dir, plain_tok, monkeypatch):
 
 
 def test_local_judge_reads_the_plain_layout(plain_dir):
-    from soft.judge import LocalJudge, make_judge
+    from soft.probe.judge import LocalJudge, make_judge
 
     judge = make_judge({"kind": "local", "batch_size": 2}, str(plain_dir), layout=PLAIN)
     assert isinstance(judge, LocalJudge)
@@ -188,7 +188,7 @@ def test_local_judge_reads_the_plain_layout(plain_dir):
 
 
 def test_evaluation_views_and_samples_in_the_plain_layout(plain_dir, bench_dir, tmp_path):
-    from soft.evaluate import evaluate_model
+    from soft.evaluate.harness import evaluate_model
 
     out, samples = tmp_path / "round0.json", tmp_path / "round0_samples.jsonl"
     tasks = ["soft_hhh_ab", "soft_truthfulqa_mc1", "soft_truthfulqa_mc2"]
@@ -249,7 +249,7 @@ def test_evaluation_views_and_samples_in_the_plain_layout(plain_dir, bench_dir, 
 
 
 def test_stock_hf_refuses_the_plain_layout_view(plain_dir, bench_dir):
-    from soft.evaluate import run_lm_eval
+    from soft.evaluate.harness import run_lm_eval
 
     with pytest.raises(SoftError, match="model_class"):
         run_lm_eval(plain_dir, ["soft_truthfulqa_mc1"], bench_dir, 2, 2, model_class="hf", view="layout",
@@ -261,7 +261,7 @@ def test_layout_view_requests_are_the_layout_text(plain_dir, plain_tok, bench_di
     prompt in the model's layout, the letter/answer directly after it."""
     from lm_eval.tasks import get_task_dict
 
-    from soft.evaluate import load_lm, task_manager
+    from soft.evaluate.harness import load_lm, task_manager
 
     lm = load_lm(plain_dir, "cached", 2, "cpu", PLAIN)
     tm = task_manager(bench_dir, ["soft_hhh_ab_harmless"])
@@ -277,7 +277,7 @@ def test_layout_view_requests_are_the_layout_text(plain_dir, plain_tok, bench_di
 
 
 def test_probe_answers_only_the_first_max_prompts(plain_dir):
-    from soft.probe import probe_model
+    from soft.probe.answers import probe_model
 
     prompts = [{"id": f"p{i}", "prompt": f"Question {i}?"} for i in range(3)]
     settings = {"max_new_tokens": 2, "temperature": 0.7, "top_p": 0.95, "batch_size": 2, "max_prompts": 2}

@@ -1,4 +1,4 @@
-"""soft-hf-cached (soft.lm_eval_cached) scores exactly like lm-eval's stock hf class."""
+"""soft-hf-cached (soft.evaluate.lm_eval_cached) scores exactly like lm-eval's stock hf class."""
 
 import pytest
 
@@ -16,7 +16,7 @@ def model_dir(tmp_path_factory):
 def _models(model_dir, batch_size, **extra):
     from lm_eval.models.huggingface import HFLM
 
-    from soft.lm_eval_cached import CachedPrefixHFLM
+    from soft.evaluate.lm_eval_cached import CachedPrefixHFLM
 
     args = {"pretrained": str(model_dir), "dtype": "float32", "batch_size": batch_size, "device": "cpu", **extra}
     return HFLM(**args), CachedPrefixHFLM(**args)
@@ -95,9 +95,9 @@ def test_several_groups_share_batches_and_long_requests_fall_back(model_dir):
 
 @pytest.fixture(scope="module")
 def bench_dir(tmp_path_factory):
-    """The benchmark folder the workflow writes (every task of soft.eval_tasks.ALL_TASKS),
+    """The benchmark folder the workflow writes (every task of soft.resources.eval_tasks.ALL_TASKS),
     converted from the tiny BIG-bench sdist."""
-    from soft.eval_tasks import prepare_benchmarks
+    from soft.resources.eval_tasks import prepare_benchmarks
 
     d = tmp_path_factory.mktemp("bench")
     sha = make_tiny_bigbench(d / "bb.tar.gz")
@@ -131,7 +131,7 @@ def _task_requests(bench_dir, task: str) -> list:
     """The loglikelihood requests lm-eval builds for one task: one per (document, choice)."""
     from lm_eval.tasks import get_task_dict
 
-    from soft.evaluate import task_manager
+    from soft.evaluate.harness import task_manager
 
     task_obj = get_task_dict([task], task_manager(bench_dir, [task]))[task]
     task_obj.build_all_requests(limit=None, rank=0, world_size=1)
@@ -140,19 +140,19 @@ def _task_requests(bench_dir, task: str) -> list:
 
 
 def _all_tasks():
-    from soft.eval_tasks import ALL_TASKS
+    from soft.resources.eval_tasks import ALL_TASKS
 
     return ALL_TASKS
 
 
-# Every benchmark task the workflow writes (soft.eval_tasks.ALL_TASKS): a task added
+# Every benchmark task the workflow writes (soft.resources.eval_tasks.ALL_TASKS): a task added
 # there is compared here without touching this test.
 @pytest.mark.parametrize("task", _all_tasks())
 def test_every_task_request_scores_like_stock(decisive_model_dir, bench_dir, task):
     """Per request, not per accuracy: HHH, TruthfulQA MC1 and MC2 log-likelihoods (and
     greedy flags) of soft-hf-cached equal stock hf's within 1e-4, at a batch size that
     mixes documents (and their prefix groups) in one batch."""
-    from soft.lm_eval_cached import CachedPrefixHFLM
+    from soft.evaluate.lm_eval_cached import CachedPrefixHFLM
 
     requests = _task_requests(bench_dir, task)
     stock, _ = _models(decisive_model_dir, 4)
@@ -169,8 +169,8 @@ def test_every_task_request_scores_like_stock(decisive_model_dir, bench_dir, tas
 
 
 def test_simple_evaluate_truthfulqa_same_accuracy(model_dir, tmp_path):
-    from soft.eval_tasks import prepare_benchmarks
-    from soft.evaluate import run_lm_eval
+    from soft.resources.eval_tasks import prepare_benchmarks
+    from soft.evaluate.harness import run_lm_eval
 
     sha = make_tiny_bigbench(tmp_path / "bb.tar.gz")
     prepare_benchmarks("bigbench==1.0.0", sha, tmp_path / "bench", tmp_path / "w", 0, sdist=tmp_path / "bb.tar.gz")
@@ -184,7 +184,7 @@ def test_simple_evaluate_truthfulqa_same_accuracy(model_dir, tmp_path):
 
 def test_unknown_model_class_is_rejected(model_dir, tmp_path):
     from soft.errors import SoftError
-    from soft.evaluate import run_lm_eval
+    from soft.evaluate.harness import run_lm_eval
 
     (tmp_path / "bench").mkdir()
     with pytest.raises(SoftError, match="model_class"):
@@ -195,8 +195,8 @@ def test_layout_view_per_request_scores_match_stock_with_the_chat_template(model
     """In the layout view the cached class renders each request through soft.layouts; with
     a chat template that is the tokenizer's own template, so every request's context and
     log-likelihood equal the stock class's (which calls the tokenizer directly)."""
-    from soft.eval_tasks import prepare_benchmarks
-    from soft.evaluate import run_lm_eval
+    from soft.resources.eval_tasks import prepare_benchmarks
+    from soft.evaluate.harness import run_lm_eval
 
     sha = make_tiny_bigbench(tmp_path / "bb.tar.gz")
     prepare_benchmarks("bigbench==1.0.0", sha, tmp_path / "bench", tmp_path / "w", 0, sdist=tmp_path / "bb.tar.gz")

@@ -1,5 +1,5 @@
-"""Unit tests for soft.paper (seed summary, selected rounds, the main table) and the
-paper's figures (soft.figures)."""
+"""Unit tests for soft.paper.summary (seed summary, selected rounds, the main table) and the
+paper's figures (soft.aggregate.figures)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 
 from soft.errors import SoftError
 from soft.io import write_json
-from soft.figures import plot_benchmarks, plot_collapse_panel, plot_rounds
-from soft.paper import (MAIN_COLUMNS, PER_SEED_COLUMNS, main_table, read_stops, selected_rounds, summarize_seeds,
+from soft.aggregate.figures import plot_benchmarks, plot_collapse_panel, plot_rounds
+from soft.paper.summary import (MAIN_COLUMNS, PER_SEED_COLUMNS, main_table, read_stops, selected_rounds, summarize_seeds,
                         tex_escape, write_main_table)
 
 EXPERIMENTS = ["soft", "soft_plus"]
@@ -132,7 +132,7 @@ def test_summarize_seeds_is_order_independent(df):
 
 
 def test_summarize_seeds_none_stderr(df):
-    # soft.aggregate writes stderr None for metrics without one
+    # soft.aggregate.tables writes stderr None for metrics without one
     obj = df.astype({"stderr": object})
     obj.loc[obj.task == "validation", "stderr"] = None
     s = summarize_seeds(obj)
@@ -173,7 +173,7 @@ def test_read_stops(stops, tmp_path):
 # ------------------------------------------------------------------ main table
 
 def comparisons_df():
-    """Paired changes from round 0 as soft.comparisons writes them (pooled, then seeds)."""
+    """Paired changes from round 0 as soft.aggregate.comparisons writes them (pooled, then seeds)."""
     rows = []
 
     def add(exp, rounds, test, diff, low, high, p, n):
@@ -371,7 +371,7 @@ def test_plot_collapse_panel(df, stops, tmp_path):
 
 
 def test_error_bars_are_the_ci_of_the_change_from_round0():
-    from soft.figures import _error_bar_note, change_error
+    from soft.aggregate.figures import _error_bar_note, change_error
 
     comp = comparisons_df()
     # several seeds: the t interval over seeds (0.04 - (-0.05), 0.13 - 0.04)

@@ -39,9 +39,9 @@ def test_cpu_flags_reads_the_first_processor(tmp_path):
 
 
 def test_precision_check_counts_flips_and_log_likelihood_moves():
-    """soft.precision_check's comparison of an fp32 and a bf16 pass, on made-up documents:
+    """soft.evaluate.precision_check's comparison of an fp32 and a bf16 pass, on made-up documents:
     one of four HHH documents flips, the log-likelihood differences are over every choice."""
-    from soft.precision_check import compare_documents
+    from soft.evaluate.precision_check import compare_documents
 
     def doc(lls, acc):
         return {"lls": lls, "acc": acc, "acc_norm": acc}

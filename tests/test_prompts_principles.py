@@ -1,5 +1,5 @@
-"""Unit tests for soft.prompt_split (round splits), soft.principles (prompt building) and the
-model-free parts of soft.generate (request planning, length batching)."""
+"""Unit tests for soft.prompts.split (round splits), soft.principles (prompt building) and the
+model-free parts of soft.generate.responses (request planning, length batching)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 
 from soft.config import round_sizes
 from soft.errors import SoftError
-from soft.generate import length_batches, plan_requests
-from soft.icl import IclSettings
+from soft.generate.responses import length_batches, plan_requests
+from soft.generate.icl import IclSettings
 from soft.principles import (
     Principles,
     build_prompt,
@@ -21,7 +21,7 @@ from soft.principles import (
     sample_exemplars,
     training_messages,
 )
-from soft.prompt_split import split_rounds
+from soft.prompts.split import split_rounds
 from soft.records import read_prompts
 
 REPO = Path(__file__).resolve().parents[1]

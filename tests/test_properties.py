@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from soft.config import (check_evaluation, evaluation_settings, extend_config, load_schema, resolve_experiments,
                          validate_schema)
-from soft.diagnostics import read_validation
+from soft.probe.diagnostics import read_validation
 from soft.errors import SoftError
 from soft.io import read_jsonl
 from soft.records import read_generations, read_prompts, read_training_data

@@ -1,4 +1,4 @@
-"""Unit tests for soft.provenance: real git repositories and real files in tmp_path."""
+"""Unit tests for soft.paper.provenance: real git repositories and real files in tmp_path."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from soft.errors import SoftError
 from soft.io import dumps_json, read_json
-from soft.provenance import (
+from soft.paper.provenance import (
     benchmark_fingerprint,
     git_state,
     model_fingerprint,

@@ -2,7 +2,7 @@
 
 - Not marked: the rehearsal config differs from paper.yaml only in the stated sizes and
   sources (the difference is printed), so what the rehearsal runs is what a GPU user runs.
-- Marked `rehearsal` (`make test-rehearsal`, in CI): `python -m soft.rehearse` in a fresh
+- Marked `rehearsal` (`make test-rehearsal`, in CI): `python -m soft.tools.rehearse` in a fresh
   folder holding a copy of config/, as a user on a fresh clone would run it, and the files
   show that every paper code path ran: the plain layout, vLLM generation, QLoRA, the
   Dolly passages, the endpoint judge's verdicts from the served model, the paper's tables
@@ -108,7 +108,7 @@ def test_an_allowed_key_does_not_hide_others():
 @pytest.mark.rehearsal
 def test_make_rehearse_runs_the_paper_paths(tmp_path):
     run = fresh_workdir(tmp_path)
-    proc = subprocess.run([sys.executable, "-m", "soft.rehearse", "--cores", "all"], cwd=run,
+    proc = subprocess.run([sys.executable, "-m", "soft.tools.rehearse", "--cores", "all"], cwd=run,
                           capture_output=True, text=True, timeout=2400)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-8000:]
     r = run / "results"

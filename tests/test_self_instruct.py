@@ -10,7 +10,7 @@ import yaml
 
 from soft.config import SELF_INSTRUCT_POOL, prompt_source, prompts_file
 from soft.errors import SoftError
-from soft.self_instruct import (
+from soft.prompts.self_instruct import (
     NearDuplicateFilter,
     SelfInstructSettings,
     clean_line,

@@ -283,7 +283,7 @@ def test_tiny_pipeline_runs_through_slurm(cluster, tmp_path):
     profile = make_test_profile(tmp_path)
     # The model rules' runtime and mem_mb from the cost forecast of this very run (device
     # profile cpu-here: the test node is this machine), replacing the profile's fixed ones.
-    from soft import forecast
+    from soft.tools import forecast
 
     static = yaml.safe_load((profile / "config.yaml").read_text())
     rows = forecast.forecast_jobs(forecast.plan_jobs(workdir, cfg), forecast.load_setting(workdir, cfg), "cpu-here",

@@ -10,7 +10,7 @@ from test_dag import Plan, dry_run, write_config
 
 from soft.config import load_schema
 from soft.errors import SoftError
-from soft.storage import remove_round_models, storage_settings
+from soft.storage.round_models import remove_round_models, storage_settings
 
 
 def chain(tmp_path, rounds):

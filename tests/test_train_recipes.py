@@ -13,9 +13,9 @@ import pytest
 
 from soft.errors import SoftError
 from soft.io import read_json, write_jsonl
-from soft.launch import processes_for, torchrun_command
+from soft.train.launch import processes_for, torchrun_command
 from soft.principles import load_principles
-from soft.train import MODEL_CARD, check_train_method, last_checkpoint, prepare_work_dir, train_model
+from soft.train.finetune import MODEL_CARD, check_train_method, last_checkpoint, prepare_work_dir, train_model
 from tiny import REPO, make_tiny_model
 
 PRINCIPLES = load_principles(REPO / "config/principles.yaml")
@@ -114,7 +114,7 @@ def test_qlora_trains_on_the_cpu_and_saves_a_merged_model(tmp_path, tiny_model):
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
-    from soft.train import load_init_model, qlora_compute_dtype
+    from soft.train.finetune import load_init_model, qlora_compute_dtype
 
     quantised = load_init_model(tiny_model, "qlora", "cpu")
     assert sum(type(m).__name__ == "Linear4bit" for m in quantised.modules()) == 14  # 7 per layer
@@ -138,7 +138,7 @@ def test_qlora_trains_on_the_cpu_and_saves_a_merged_model(tmp_path, tiny_model):
 def test_qlora_compute_dtype_follows_the_cpu():
     import torch
 
-    from soft.train import qlora_compute_dtype
+    from soft.train.finetune import qlora_compute_dtype
 
     for flags, dtype in (({"fpu", "avx512f", "avx512_bf16"}, torch.bfloat16), ({"fpu", "amx_bf16", "amx_tile"}, torch.bfloat16),
                          ({"fpu", "avx2", "avx512f"}, torch.float32)):
@@ -161,7 +161,7 @@ def test_work_dir_keeps_checkpoints_of_the_same_job_only(tmp_path):
 def test_torchrun_command_one_process_per_gpu(tmp_path):
     cmd = torchrun_command(4, tmp_path / "spec.json", python="/py")
     assert cmd == ["/py", "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=4",
-                   "--max-restarts=0", "-m", "soft.train_worker", str(tmp_path / "spec.json")]
+                   "--max-restarts=0", "-m", "soft.train.worker", str(tmp_path / "spec.json")]
     with pytest.raises(SoftError):
         torchrun_command(1, "s.json")
     assert processes_for(0, env={}) == 1 and processes_for(1, env={}) == 1 and processes_for(8, env={}) == 8
@@ -200,7 +200,7 @@ def test_two_process_training_under_torchrun_from_a_conda_like_env(tmp_path, tin
             "curriculum": {"order": "none"}, "seed": 0, "round": 1, "work_dir": str(tmp_path / "work")}
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     job = ("import sys; sys.path.append(sys.argv[1])\n"  # what Snakemake's preamble does
-           "from soft.launch import launch; launch(2, sys.argv[2], sys.argv[3])")
+           "from soft.train.launch import launch; launch(2, sys.argv[2], sys.argv[3])")
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "PYTHONPATH": ""}
     proc = subprocess.run([python, "-c", job, str(REPO / "src"), str(tmp_path / "spec.json"), str(tmp_path / "log")],
                           capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
@@ -215,7 +215,7 @@ def test_two_process_training_under_torchrun_from_a_conda_like_env(tmp_path, tin
 def test_prompt_and_answer_length_limits(tiny_model):
     from transformers import AutoTokenizer
 
-    from soft.train import build_dataset, clip_tokens
+    from soft.train.finetune import build_dataset, clip_tokens
 
     tok = AutoTokenizer.from_pretrained(str(tiny_model))
     long = ("please tell me about the weather and the sea " * 20).strip()

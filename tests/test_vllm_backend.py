@@ -1,4 +1,4 @@
-"""Unit tests for soft.vllm_backend: engine and sampling arguments, backend choice, which
+"""Unit tests for soft.generate.vllm_backend: engine and sampling arguments, backend choice, which
 interpreter runs the engine, the engine process's command and environment, and the
 missing-vLLM errors, all without importing vllm (tests/test_vllm_real.py runs vLLM)."""
 
@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from soft.errors import SoftError
-from soft.decoding import STOP_STRINGS, GenerationSettings
-from soft.vllm_backend import (
+from soft.generate.decoding import STOP_STRINGS, GenerationSettings
+from soft.generate.vllm_backend import (
     CPU_KVCACHE_GIB,
     check_vllm_python,
     engine_command,
@@ -74,7 +74,7 @@ def test_auto_dtype_is_decided_from_the_hardware():
     """vLLM's own `auto` is bfloat16 on every CPU: 3.3 new tokens/s on one without bf16
     units (a rehearsal that timed out). Decided from the CPU's flags instead; an explicit
     dtype is kept."""
-    from soft.vllm_backend import engine_dtype
+    from soft.generate.vllm_backend import engine_dtype
 
     no_units, amx = frozenset({"avx2", "fma"}), frozenset({"avx2", "amx_bf16"})
     assert engine_dtype("auto", cuda=False, flags=no_units) == "float32"
@@ -196,9 +196,9 @@ def test_engine_env_sets_only_what_the_caller_left_unset():
 def test_generate_records_vllm_without_vllm_fails_before_loading(monkeypatch, tmp_path):
     """backend vllm, no vllm in this Python and no .venv-vllm: one SoftError naming the
     ways out, before any model is loaded or process started."""
-    import soft.vllm_backend as vb
-    from soft.generate import generate_records
-    from soft.icl import IclSettings
+    import soft.generate.vllm_backend as vb
+    from soft.generate.responses import generate_records
+    from soft.generate.icl import IclSettings
     from soft.principles import load_principles
 
     monkeypatch.setattr(vb, "vllm_installed", lambda: False)
@@ -212,7 +212,7 @@ def test_generate_records_vllm_without_vllm_fails_before_loading(monkeypatch, tm
 
 def test_engine_command_runs_the_module_in_another_python(tmp_path):
     """The engine command's bootstrap finds this soft package from any interpreter and runs
-    soft.vllm_backend's main: here in a Python without vllm, which fails with the
+    soft.generate.vllm_backend's main: here in a Python without vllm, which fails with the
     SoftError's one line and exit code 1, writing no result."""
     import json
 
@@ -236,7 +236,7 @@ def test_run_engine_with_a_stand_in_engine(monkeypatch, tmp_path):
     input order, new-token counts."""
     import types
 
-    from soft.vllm_backend import run_engine
+    from soft.generate.vllm_backend import run_engine
 
     calls = {}
 
@@ -275,7 +275,7 @@ def test_run_engine_with_a_stand_in_engine(monkeypatch, tmp_path):
 def test_generate_vllm_missing_model_dir(monkeypatch, tmp_path):
     import types
 
-    from soft.vllm_backend import generate_vllm
+    from soft.generate.vllm_backend import generate_vllm
 
     monkeypatch.setitem(sys.modules, "vllm", types.ModuleType("vllm"))
     with pytest.raises(SoftError, match="model folder not found"):

@@ -2,7 +2,7 @@
 
 - the real generate_responses rule with generation.backend: vllm, run twice with the same
   seed (same bytes);
-- soft.judge.EndpointJudge against a real `vllm serve` on 127.0.0.1, started and stopped
+- soft.probe.judge.EndpointJudge against a real `vllm serve` on 127.0.0.1, started and stopped
   here.
 
 Skipped when .venv-vllm is absent, except under CI (CI=true), where that is a failure.
@@ -21,10 +21,10 @@ import yaml
 from conftest import snakemake
 from tiny import REPO, make_tiny_model, tiny_config
 
-from soft.judge import VERDICTS, EndpointJudge, judge_pairs
+from soft.probe.judge import VERDICTS, EndpointJudge, judge_pairs
 from soft.records import read_generations
-from soft.vllm_server import http_get
-from soft.vllm_backend import engine_dtype
+from soft.generate.vllm_server import http_get
+from soft.generate.vllm_backend import engine_dtype
 
 pytestmark = pytest.mark.vllm
 
@@ -59,7 +59,7 @@ def test_generation_rule_with_vllm_is_well_formed_and_repeatable(tmp_path, vllm_
     first = out.read_bytes()
     log = (tmp_path / "logs/single_round/generate_responses/round1.log").read_text()
     assert "backend vllm (generation.backend: vllm)" in log
-    assert f"vllm engine: {vllm_venv / 'python'} -m soft.vllm_backend (16 prompts)" in log
+    assert f"vllm engine: {vllm_venv / 'python'} -m soft.generate.vllm_backend (16 prompts)" in log
     # dtype auto, decided from this CPU's flags (float32 without bf16 units)
     assert "[vllm]" in log and f"on CPU, dtype {engine_dtype('auto', cuda=False)}; engine start" in log
     records = read_generations(out)
@@ -118,10 +118,10 @@ def make_planted_judge(out_dir: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def vllm_server(vllm_venv, tmp_path_factory):
-    """vLLM's server (soft.vllm_server, as `make rehearse` starts it) of the planted judge on
+    """vLLM's server (soft.generate.vllm_server, as `make rehearse` starts it) of the planted judge on
     a free port of 127.0.0.1; stopped with its whole process group afterwards."""
     from soft.errors import SoftError
-    from soft.vllm_server import serve
+    from soft.generate.vllm_server import serve
 
     model = make_planted_judge(tmp_path_factory.mktemp("judge") / "planted-judge")
     try:

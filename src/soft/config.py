@@ -366,8 +366,8 @@ def included_experiments(config: dict, paper: dict, schema: dict | None = None) 
 
 
 def check_experiment(name: str, exp: dict) -> None:
-    from soft.curriculum import check_curriculum
-    from soft.early_stop import check_early_stop
+    from soft.curriculum.difficulty import check_curriculum
+    from soft.validate.early_stop import check_early_stop
 
     key = f"experiments.{name}"
     check_curriculum(f"{key}.curriculum", exp["curriculum"])
@@ -410,7 +410,7 @@ def check_train_gpus(experiments: dict[str, dict], train_gpus: int) -> None:
     """QLoRA without a GPU trains on the CPU (bitsandbytes 0.50 has CPU 4-bit kernels): with
     resources.train_model.gpu 0 bitsandbytes must import here, or its jobs would fail after
     hours of generation. Checked when the DAG is built, once."""
-    from soft.train import check_bitsandbytes
+    from soft.train.finetune import check_bitsandbytes
 
     for name, exp in experiments.items():
         if exp["train"]["method"] == "qlora" and train_gpus < 1:
@@ -439,7 +439,7 @@ def prompt_source(config: dict, schema: dict | None = None) -> dict:
                   if b.get("properties", {}).get("source", {}).get("const") == value["source"])
     settings = deep_merge(schema_defaults({"type": "object", **branch}, schema["$defs"]), value)
     if settings["source"] == "hub":
-        from soft.hub_prompts import check_hub_settings
+        from soft.prompts.hub import check_hub_settings
 
         check_hub_settings(settings)
     return settings
@@ -483,7 +483,7 @@ def check_evaluation(evaluation: dict, experiments: dict[str, dict]) -> None:
         raise SoftError("config key 'evaluation.judge.kind': the judge compares answers to "
                         "evaluation.probe.prompts, which is null")
     if kind == "endpoint":
-        from soft.judge import check_endpoint_url
+        from soft.probe.judge import check_endpoint_url
 
         for field in ("url", "model"):
             if not judge.get(field):

@@ -21,6 +21,19 @@ log = logging.getLogger(__name__)
 Pair = tuple[list[int], list[int]]
 
 
+def load_scorer(model_dir, layout: dict | None) -> tuple:
+    """(tokenizer, layout, model) for a teacher-forced pass over a model folder: the
+    tokenizer right-padded, the turn layout resolved against it (`layout`:
+    soft.layouts.layout_settings of the config, None = auto), the model in eval mode."""
+    from soft.models import load_causal_lm, load_tokenizer
+
+    tokenizer = load_tokenizer(model_dir, padding_side="right")
+    lay = Layout.from_settings(tokenizer, layout, where=str(model_dir))
+    model = load_causal_lm(model_dir)
+    model.eval()
+    return tokenizer, lay, model
+
+
 def scoring_texts(tokenizer, layout: Layout, principles: Principles, prompt: str,
                   response: str | None) -> tuple[str, str]:
     """(context, scored span) for one example, in the training layout (soft.layouts):

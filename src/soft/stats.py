@@ -95,7 +95,7 @@ SAMPLE_FIELDS = {"task": (str, True), "doc_id": (int, True), "metrics": (dict, T
 
 
 def read_samples(path: str | Path) -> Samples:
-    """(task, doc_id) -> {metric: value} from a samples JSONL (soft.evaluate writes them);
+    """(task, doc_id) -> {metric: value} from a samples JSONL (soft.evaluate.harness writes them);
     errors name the file and line (soft.io.read_jsonl)."""
     seen: set[tuple[str, int]] = set()
 

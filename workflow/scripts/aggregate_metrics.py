@@ -2,8 +2,8 @@
 Markdown), and the paired comparisons into comparisons.csv."""
 import pandas as pd
 
-from soft.aggregate import judge_comparison_rows, metrics_table, write_table
-from soft.comparisons import comparison_table, write_comparisons
+from soft.aggregate.tables import judge_comparison_rows, metrics_table, write_table
+from soft.aggregate.comparisons import comparison_table, write_comparisons
 from soft.io import read_json
 from soft.runtime import log, run
 

@@ -1,10 +1,10 @@
 """results/paper/metrics_by_seed.csv, metrics_summary.csv and comparisons.csv: every
 experiment of the paper grid (ablations included) at every seed, the mean / std over
 seeds, and the paired comparisons (seeds pooled, plus the t interval over seeds)."""
-from soft.aggregate import metrics_table, seed_table
-from soft.comparisons import comparison_table, write_comparisons
+from soft.aggregate.tables import metrics_table, seed_table
+from soft.aggregate.comparisons import comparison_table, write_comparisons
 from soft.io import atomic_path
-from soft.paper import summarize_seeds
+from soft.paper.summary import summarize_seeds
 from soft.runtime import log, run
 
 

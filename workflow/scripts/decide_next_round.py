@@ -1,5 +1,5 @@
 """Early stop after round k: does the chain go on to round k+1? (validations of rounds 0..k)"""
-from soft.early_stop import decide, validation_value
+from soft.validate.early_stop import decide, validation_value
 from soft.io import read_json, write_json
 from soft.runtime import log, run
 

@@ -1,6 +1,6 @@
 """Score one model on the configured lm-eval tasks (layout view and raw view); write the
 normalised result JSON and the per-document results."""
-from soft.evaluate import evaluate_model
+from soft.evaluate.harness import evaluate_model
 from soft.principles import load_principles
 from soft.runtime import run, set_threads
 

@@ -1,7 +1,7 @@
 """Download BIG-bench's sdist, check its sha256, write HHH / TruthfulQA tasks for lm-eval."""
 from pathlib import Path
 
-from soft.eval_tasks import prepare_benchmarks
+from soft.resources.eval_tasks import prepare_benchmarks
 from soft.runtime import run
 
 

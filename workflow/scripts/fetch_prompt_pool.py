@@ -1,5 +1,5 @@
 """Take the prompt pool from a Hugging Face hub dataset file (prompts.source: hub)."""
-from soft.hub_prompts import fetch_hub_pool
+from soft.prompts.hub import fetch_hub_pool
 from soft.runtime import log, run
 
 

@@ -1,6 +1,6 @@
 """Filter raw continuations into training answers; count every drop by reason."""
 from soft.errors import SoftError
-from soft.filters import FilterSettings, filter_records
+from soft.filter.responses import FilterSettings, filter_records
 from soft.io import write_json, write_jsonl
 from soft.principles import load_principles
 from soft.records import read_generations

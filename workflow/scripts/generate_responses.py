@@ -1,7 +1,7 @@
 """Answer one round's prompts with the previous round's model, principles and exemplars."""
-from soft.decoding import GenerationSettings
-from soft.generate import generate_records
-from soft.icl import IclSettings, load_pool
+from soft.generate.decoding import GenerationSettings
+from soft.generate.responses import generate_records
+from soft.generate.icl import IclSettings, load_pool
 from soft.io import write_jsonl
 from soft.principles import load_principles
 from soft.records import read_prompts

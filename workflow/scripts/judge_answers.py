@@ -1,7 +1,7 @@
 """Pairwise judging of each round's probe answers against round 0's (and the reference
 experiment's last round): win / tie / loss, both answer orders."""
 from soft.io import write_json
-from soft.judge import make_judge, run_comparisons
+from soft.probe.judge import make_judge, run_comparisons
 from soft.runtime import run, set_threads
 
 

@@ -1,14 +1,14 @@
-"""The grid's figures, drawn as the paper's are (soft.figures) with one seed: headline
+"""The grid's figures, drawn as the paper's are (soft.aggregate.figures) with one seed: headline
 metrics vs cumulative training prompts (error bars: paired CI of the change from round 0),
 and every collapse signal vs round."""
 from pathlib import Path
 
 import pandas as pd
 
-from soft.aggregate import one_seed
-from soft.figures import COLLAPSE_PANELS, plot_collapse_panel, plot_rounds
+from soft.aggregate.tables import one_seed
+from soft.aggregate.figures import COLLAPSE_PANELS, plot_collapse_panel, plot_rounds
 from soft.io import read_json
-from soft.paper import summarize_seeds
+from soft.paper.summary import summarize_seeds
 from soft.runtime import log, run
 
 

@@ -4,8 +4,8 @@ change from round 0 (comparisons.csv). A panel without data is skipped with a no
 the log and in the figure)."""
 import pandas as pd
 
-from soft.figures import plot_benchmarks, plot_collapse_panel, plot_rounds
-from soft.paper import read_stops, selected_rounds, summarize_seeds
+from soft.aggregate.figures import plot_benchmarks, plot_collapse_panel, plot_rounds
+from soft.paper.summary import read_stops, selected_rounds, summarize_seeds
 from soft.runtime import log, run
 
 

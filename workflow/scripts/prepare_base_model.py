@@ -1,7 +1,7 @@
 """Fetch or convert the base model into resources/models/<name> (safetensors)."""
 from pathlib import Path
 
-from soft.base_model import prepare_base_model
+from soft.resources.base_model import prepare_base_model
 from soft.runtime import run, set_threads
 
 

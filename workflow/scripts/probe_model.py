@@ -1,7 +1,7 @@
 """One model's answers to the probe prompts and their collapse diagnostics."""
 from soft.io import write_json, write_jsonl
 from soft.principles import load_principles
-from soft.probe import probe_model
+from soft.probe.answers import probe_model
 from soft.records import read_prompts
 from soft.runtime import run, set_threads
 

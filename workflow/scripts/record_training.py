@@ -1,7 +1,7 @@
 """Round k's training record (steps, losses) out of its model card, for the tables."""
 from soft.io import write_json
 from soft.runtime import run
-from soft.train import training_record
+from soft.train.finetune import training_record
 
 
 def main(smk):

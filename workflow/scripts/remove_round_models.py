@@ -3,7 +3,7 @@ from pathlib import Path
 
 from soft.io import read_json, write_json
 from soft.runtime import log, run
-from soft.storage import remove_round_models
+from soft.storage.round_models import remove_round_models
 
 
 def main(smk):

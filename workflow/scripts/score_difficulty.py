@@ -1,10 +1,10 @@
 """Perplexity of each example under the curriculum's scorer model (SOFT+): the budget
 prompts of an experiment (scope across_rounds) or one round's filtered answers
 (within_round), one score record per example."""
-from soft.curriculum import score_records
+from soft.curriculum.difficulty import score_records
 from soft.io import write_jsonl
 from soft.principles import load_principles
-from soft.prompt_split import budget_prompts
+from soft.prompts.split import budget_prompts
 from soft.records import read_prompts, read_training_data
 from soft.runtime import log, run, set_threads
 

@@ -1,8 +1,8 @@
 """Write one round's disjoint slice of the prompt pool (sorted by difficulty first when
 the experiment's curriculum works across rounds)."""
-from soft.curriculum import read_scores
+from soft.curriculum.difficulty import read_scores
 from soft.io import write_jsonl
-from soft.prompt_split import split_rounds
+from soft.prompts.split import split_rounds
 from soft.records import read_prompts
 from soft.runtime import log, run
 

@@ -1,8 +1,8 @@
 """Fine-tune round k's model on its filtered data (in curriculum order for SOFT+) and save
 the merged model folder; with k > 1 GPUs the training runs as k torchrun processes."""
-from soft.launch import launch, processes_for, write_spec
+from soft.train.launch import launch, processes_for, write_spec
 from soft.runtime import log, run, set_threads
-from soft.train import check_train_method, run_training
+from soft.train.finetune import check_train_method, run_training
 
 
 def main(smk):

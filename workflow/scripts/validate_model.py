@@ -1,5 +1,5 @@
 """Score one round's model on the experiment's validation set (early stop's input)."""
-from soft.early_stop import score_validation
+from soft.validate.early_stop import score_validation
 from soft.io import write_json
 from soft.principles import load_principles
 from soft.runtime import log, run, set_threads

@@ -3,8 +3,8 @@
 round as a second view, and the paired comparisons between experiments."""
 import pandas as pd
 
-from soft.aggregate import comparison_lines
-from soft.paper import main_table, read_stops, selected_rounds, write_main_table
+from soft.aggregate.tables import comparison_lines
+from soft.paper.summary import main_table, read_stops, selected_rounds, write_main_table
 from soft.runtime import log, run
 
 

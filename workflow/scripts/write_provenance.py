@@ -1,6 +1,6 @@
 """results/paper/provenance.json: config hash, git commit, package versions, base model and
 benchmark hashes."""
-from soft.provenance import provenance, write_provenance
+from soft.paper.provenance import provenance, write_provenance
 from soft.runtime import log, run
 
 

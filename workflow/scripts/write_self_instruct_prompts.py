@@ -1,7 +1,7 @@
 """Write the prompt pool with the base model (topic-guided self-instruct)."""
 from soft.io import write_json, write_jsonl
 from soft.runtime import log, run, set_threads
-from soft.self_instruct import SelfInstructSettings, load_question_types, write_pool
+from soft.prompts.self_instruct import SelfInstructSettings, load_question_types, write_pool
 
 
 def main(smk):

@@ -1,5 +1,5 @@
 """results/{exp}/stop.json: the early-stop rule, every validation value and the outcome."""
-from soft.early_stop import stop_record, validation_value
+from soft.validate.early_stop import stop_record, validation_value
 from soft.io import read_json, write_json
 from soft.runtime import log, run
 

@@ -1,0 +1,1 @@
+"""Dromedary-style filtering of raw continuations into training answers (rules/filter.smk)."""

@@ -1,0 +1,1 @@
+"""Which round models a finished chain keeps (rules/storage.smk)."""

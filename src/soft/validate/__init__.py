@@ -1,0 +1,1 @@
+"""Validation and the early stop of a chain (rules/validate.smk)."""
