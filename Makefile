@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 SNAKEMAKE := $(VENV)/bin/snakemake
 CORES ?= all
 
-.PHONY: setup vllm-env run paper rehearse test-rehearsal report dry-run forecast lint test test-vllm test-e2e test-embedded test-slurm bench clean
+.PHONY: setup vllm-env run paper rehearse test-rehearsal report dry-run forecast lint test test-vllm test-e2e test-embedded test-slurm bench docs clean
 
 # uv installs the same pinned requirements as `pip install -r envs/requirements.txt` (the
 # documented path without make) in a third of the time (40 s vs 2 min 2 s here, cold caches):
@@ -125,6 +125,11 @@ test-embedded: setup
 # Debian's slurm-wlm and munge if missing; a few minutes). Touches nothing under /etc.
 test-slurm: setup
 	$(PY) -m pytest -m slurm -q --durations=5
+
+# docs/timings.md from the measured runs' stage totals under config/forecast/
+# (tests/test_timings_doc.py checks that the committed document is up to date).
+docs:
+	$(PY) -m performance.timings
 
 # Performance figures against this machine's matmul rate (results/bench/bench.{json,md}),
 # with the transformers and vLLM generation backends compared (.venv-vllm); needs the
