@@ -1,37 +1,21 @@
 # Config helpers and input functions. Everything computed lives in the `soft` package;
-# this file only maps wildcards to paths and settings.
+# this file only maps wildcards to paths and settings (soft.config.resolve types them,
+# soft.preflight checks them and the input files before any job starts).
 import json
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-from soft.config import (
-    BASE_MODEL_EXP,
-    HUB_POOL_STATS,
-    check_evaluation,
-    check_paper,
-    check_pool_sizes,
-    check_train_gpus,
-    load_schema,
-    output_dirs,
-    prompts_file,
-    resolve,
-    rule_resources,
-)
-from soft.resources.base_model import check_source_inputs
-from soft.resources.eval_tasks import TASK_FUNCTIONS_MODULE, check_local_sdist
+from soft.config import BASE_MODEL_EXP, HUB_POOL_STATS, output_dirs, resolve, round_sizes, rule_resources
+from soft.resources.eval_tasks import TASK_FUNCTIONS_MODULE
 from soft.aggregate.comparisons import comparison_pairs, plan_comparisons
 from soft.curriculum.difficulty import is_ordered
 from soft.validate.early_stop import validation_kind
 from soft.errors import SoftError, refuse
 from soft.generate.icl import earlier_rounds
 from soft.io import read_json
-from soft.principles import load_exemplars, load_principles
-from soft.prompts.hub import check_local_copy, known_pool_size
-from soft.records import read_prompts
-from soft.prompts.self_instruct import SelfInstructSettings, count_types
-from soft.storage.round_models import storage_settings
-from soft.generate.vllm_backend import check_vllm_python
+from soft.preflight import check_run
+from soft.settings import thaw
 
 
 wildcard_constraints:
@@ -43,62 +27,34 @@ wildcard_constraints:
 # file fails here, with one message, rather than hours into the chain.
 SCHEMA = load_schema(Path(workflow.basedir) / "config" / "schema" / "config.schema.yaml")
 try:
-    # Every setting the jobs receive, resolved once (`python -m soft.config show` prints
-    # one instance's): the grid's experiments, plus the ablations `snakemake paper`
-    # includes, once per seed. Only the paper target asks for the included ones; `all`
-    # builds the grid.
+    # Every setting the jobs receive, resolved once and typed (soft.settings.Run;
+    # `python -m soft.config show` prints one instance's): the grid's experiments, plus
+    # the ablations `snakemake paper` includes, once per seed. Only the paper target asks
+    # for the included ones; `all` builds the grid. Params carry each section's to_dict().
     RUN = resolve(config, SCHEMA)
-    PAPER, PAPER_PANELS = RUN["paper"], RUN["paper_panels"]
-    NAMED_EXPERIMENTS, EXPERIMENTS, GRID = RUN["named_experiments"], RUN["experiments"], RUN["grid"]
-    PROMPT_SOURCE = RUN["prompt_source"]
-    PROMPTS_FILE = prompts_file(PROMPT_SOURCE)
-    if PROMPT_SOURCE["source"] == "file":
-        n_prompts, prompts_label = len(read_prompts(PROMPTS_FILE)), PROMPTS_FILE
-    elif PROMPT_SOURCE["source"] == "hub":
-        # Counted once fetched with these settings; until then (None) the budget is
-        # checked when the split job reads the pool.
-        n_prompts, prompts_label = known_pool_size(PROMPT_SOURCE, PROMPTS_FILE, HUB_POOL_STATS), PROMPTS_FILE
-    else:
-        # The pool does not exist yet: check against the most it can hold.
-        si = SelfInstructSettings.from_config(PROMPT_SOURCE)
-        n_types = count_types(si.question_types)
-        n_prompts = n_types * si.max_pool
-        prompts_label = (
-            f"the self-instruct pool ({n_types} types x {si.topics_per_type} topics x "
-            f"{si.questions_per_topic} questions, before deduplication)"
-        )
-    EXEMPLAR_POOL = load_exemplars(config["exemplars"])
-    load_principles(config["principles"])  # checked now, not when the first job reads it
-    check_pool_sizes(NAMED_EXPERIMENTS, n_prompts, len(EXEMPLAR_POOL), prompts_label, config["exemplars"])
-    # How every stage but principle-driven generation lays out a (system, user) turn.
-    LAYOUT = RUN["layout"]
-    EVALUATION = RUN["evaluation"]
-    check_evaluation(EVALUATION, NAMED_EXPERIMENTS)
-    check_paper(PAPER, NAMED_EXPERIMENTS)
-    check_train_gpus(NAMED_EXPERIMENTS, rule_resources(config, "train_model", SCHEMA)["gpu"])
-    STORAGE = storage_settings(config, SCHEMA)
-    # Inputs that exist before the run, checked as their jobs would check them.
-    check_source_inputs(config["base_model"]["source"], f"resources/models/{config['base_model']['name']}")
-    check_local_sdist(config["benchmarks"], "resources/benchmarks")
-    if PROMPT_SOURCE["source"] == "hub":
-        check_local_copy(PROMPT_SOURCE, PROMPTS_FILE)
-    check_vllm_python(config.get("vllm_python"))
+    INPUTS = check_run(config, RUN, SCHEMA)
 except SoftError as e:
     refuse(e, "invalid configuration")
 
+PAPER, EXPERIMENTS, GRID, EVALUATION, STORAGE = RUN.paper, RUN.experiments, RUN.grid, RUN.evaluation, RUN.storage
+PAPER_PANELS = thaw(RUN.paper_panels)
+PROMPT_SOURCE = thaw(RUN.prompt_source)
+PROMPTS_FILE = INPUTS.prompts_file
+# How every stage but principle-driven generation lays out a (system, user) turn.
+LAYOUT = thaw(RUN.layout)
 SEED = config.get("seed", 0)
 # What lm-eval's result depends on (the probe and judge settings are not).
 LM_EVAL_SETTINGS = {
-    k: EVALUATION[k]
+    k: EVALUATION.to_dict()[k]
     for k in ("tasks", "raw_tasks", "batch_size", "limit", "model_class", "precision")
-    if k in EVALUATION
+    if k in EVALUATION.to_dict()
 }
-PROBE = EVALUATION["probe"]
-JUDGE = EVALUATION["judge"]
-PROBES = PROBE.get("prompts") is not None
-JUDGES = JUDGE["kind"] != "none"
+PROBE = EVALUATION.probe
+JUDGE = EVALUATION.judge
+PROBES = PROBE.prompts is not None
+JUDGES = JUDGE.kind != "none"
 # The base model's layout settings apply to the judge when the judge is the base model.
-JUDGE_LAYOUT = LAYOUT if JUDGE.get("model") is None else None
+JUDGE_LAYOUT = LAYOUT if JUDGE.model is None else None
 BASE_MODEL_DIR = f"resources/models/{config['base_model']['name']}"
 BENCHMARK_DIR = "resources/benchmarks"
 TABLES_DIR, FIGURES_DIR = output_dirs(config)
@@ -116,19 +72,19 @@ def experiment(wildcards):
 def seed_of(wildcards):
     """The experiment's seed (config `seeds`); the shared round-0 jobs use the master seed."""
     cfg = EXPERIMENTS.get(wildcards.exp)
-    return cfg["seed"] if cfg else SEED
+    return cfg.seed if cfg else SEED
 
 
 def instance_of(name, seed):
     """The instance of experiment `name` run at `seed`."""
-    return next(i for i, cfg in EXPERIMENTS.items() if cfg["name"] == name and cfg["seed"] == seed)
+    return next(i for i, cfg in EXPERIMENTS.items() if cfg.name == name and cfg.seed == seed)
 
 
 def round_of(wildcards):
     """The round number, checked against the experiment's chain length."""
     k = int(wildcards.k)
     if wildcards.exp != BASE_MODEL_EXP:
-        rounds = EXPERIMENTS[wildcards.exp]["rounds"]
+        rounds = EXPERIMENTS[wildcards.exp].rounds
         if k > rounds:
             raise WorkflowError(f"experiment '{wildcards.exp}' has {rounds} rounds; round {k} does not exist")
     return k
@@ -145,7 +101,7 @@ def generation_model(wildcards):
     k = round_of(wildcards)
     if k < 1:
         raise WorkflowError("generation rounds start at 1 (round 0 is the base model)")
-    if experiment(wildcards)["generation"]["model"] == "base":
+    if experiment(wildcards).generation.model == "base":
         return BASE_MODEL_DIR
     return model_dir(wildcards.exp, k - 1)
 
@@ -153,12 +109,12 @@ def generation_model(wildcards):
 def generation_settings(wildcards):
     """What generate_responses does with its model. `model` is left out: it picks the job's
     input folder (generation_model), and as a param it would rerun existing chains."""
-    return {k: v for k, v in experiment(wildcards)["generation"].items() if k != "model"}
+    return {k: v for k, v in experiment(wildcards).generation.to_dict().items() if k != "model"}
 
 
 def train_init_model(wildcards):
     k = round_of(wildcards)
-    if experiment(wildcards)["train"]["init"] == "base":
+    if experiment(wildcards).train.init == "base":
         return BASE_MODEL_DIR
     return model_dir(wildcards.exp, k - 1)
 
@@ -166,7 +122,7 @@ def train_init_model(wildcards):
 def train_rounds(wildcards):
     """Rounds whose data round k trains on: its own (train.data: current) or 1..k (cumulative)."""
     k = round_of(wildcards)
-    first = 1 if experiment(wildcards)["train"]["data"] == "cumulative" else k
+    first = 1 if experiment(wildcards).train.data == "cumulative" else k
     return range(first, k + 1)
 
 
@@ -175,7 +131,7 @@ def train_data(wildcards):
 
 
 def curriculum_of(wildcards):
-    return experiment(wildcards)["curriculum"]
+    return experiment(wildcards).curriculum.to_dict()
 
 
 def sorts_pool(wildcards):
@@ -193,9 +149,9 @@ def split_settings(wildcards):
     """Only what the split depends on: as a param, the whole experiment would make any
     unrelated setting (say train.epochs) re-split the prompts and rerun the chain."""
     exp = experiment(wildcards)
-    settings = {"prompt_budget": exp["prompt_budget"], "rounds": exp["rounds"]}
+    settings = {"prompt_budget": exp.prompt_budget, "rounds": exp.rounds}
     if sorts_pool(wildcards):
-        settings["curriculum_order"] = exp["curriculum"]["order"]
+        settings["curriculum_order"] = exp.curriculum.order
     return settings
 
 
@@ -221,7 +177,7 @@ def training_scores(wildcards):
 
 
 def icl_settings(wildcards):
-    return experiment(wildcards)["icl"]
+    return experiment(wildcards).icl.to_dict()
 
 
 def grown_rounds(wildcards):
@@ -238,7 +194,7 @@ def generation_env(wildcards):
     """generate_responses' environment under --sdm conda. vLLM pins its own torch, so it
     has its own env (envs/vllm.yaml; `auto` picks vLLM there when the job sees CUDA);
     transformers generation runs with the training env's pins."""
-    if experiment(wildcards)["generation"]["backend"] == "hf":
+    if experiment(wildcards).generation.backend == "hf":
         return "../envs/train.yaml"
     return "../envs/vllm.yaml"
 
@@ -259,25 +215,24 @@ def eval_path(exp, k):
 
 
 def cumulative_prompts(exp, k):
-    from soft.config import round_sizes
-
     cfg = EXPERIMENTS[exp]
-    return sum(round_sizes(cfg["prompt_budget"], cfg["rounds"])[:k])
+    return sum(round_sizes(cfg.prompt_budget, cfg.rounds)[:k])
 
 
 # Validation settings shared by every experiment that stops early, when they all use the
 # same set and metric (patience may differ): the base model (round 0) is then validated
 # once, under BASE_MODEL_EXP.
 _VALIDATIONS = {
-    json.dumps({k: cfg["early_stop"][k] for k in ("validation", "metric")}, sort_keys=True)
+    json.dumps({"validation": cfg.early_stop.validation, "metric": cfg.early_stop.metric}, sort_keys=True)
     for cfg in EXPERIMENTS.values()
-    if cfg["early_stop"].get("validation") is not None
+    if cfg.early_stop.validation is not None
 }
 SHARED_VALIDATION = json.loads(next(iter(_VALIDATIONS))) if len(_VALIDATIONS) == 1 else None
 
 
 def early_stop_of(exp):
-    return SHARED_VALIDATION if exp == BASE_MODEL_EXP else EXPERIMENTS[exp]["early_stop"]
+    """The early-stop settings validate_model and the stop record get (a plain mapping)."""
+    return SHARED_VALIDATION if exp == BASE_MODEL_EXP else EXPERIMENTS[exp].early_stop.to_dict()
 
 
 def stops_early(exp):
@@ -306,11 +261,11 @@ def rounds_run(exp):
     """Rounds of the chain that run: all of them, or up to the early stop."""
     cfg = EXPERIMENTS[exp]
     if not stops_early(exp):
-        return cfg["rounds"]
-    for k in range(1, cfg["rounds"]):
+        return cfg.rounds
+    for k in range(1, cfg.rounds):
         if not goes_on_after(exp, k):
             return k
-    return cfg["rounds"]
+    return cfg.rounds
 
 
 def stop_inputs(wildcards):
@@ -340,11 +295,11 @@ def judge_comparisons(exp):
     """(round, label, candidate answers, reference answers) for every judged pair of
     answer sets: each round against round 0, and against the reference experiment's
     last round when one is configured."""
-    ref = JUDGE.get("reference")
+    ref = JUDGE.reference
     cfg = EXPERIMENTS[exp]
     # the reference run at the same seed; labelled by its experiment's name, so that
     # every seed's rows share one judge_vs_<reference> column
-    ref_run = instance_of(ref, cfg["seed"]) if ref is not None and ref != cfg["name"] else None
+    ref_run = instance_of(ref, cfg.seed) if ref is not None and ref != cfg.name else None
     pairs = []
     for k in range(1, rounds_run(exp) + 1):
         pairs.append((k, "round0", probe_path(exp, k), probe_path(exp, 0)))
@@ -372,7 +327,7 @@ def trained_filters(exp, k):
     """The filter records of the rounds whose data round k's model trained on."""
     if int(k) == 0:
         return []
-    first = 1 if EXPERIMENTS[exp]["train"]["data"] == "cumulative" else int(k)
+    first = 1 if EXPERIMENTS[exp].train.data == "cumulative" else int(k)
     return [f"results/{exp}/data/round{j}_filter.json" for j in range(first, int(k) + 1)]
 
 
@@ -411,7 +366,7 @@ def table_inputs(wildcards, experiments=None):
 COMPARISONS = config.get("comparisons", SCHEMA["properties"]["comparisons"]["default"])
 # The judge's preference joins metrics.md and the paper's main table only from a strong
 # judge behind an endpoint: the offline local judge (the base model) showed no signal (README).
-JUDGE_IN_TABLE = JUDGE["kind"] == "endpoint"
+JUDGE_IN_TABLE = JUDGE.kind == "endpoint"
 
 
 def comparison_specs(wildcards=None, experiments=None, by_name=False, panels=()):
@@ -422,22 +377,22 @@ def comparison_specs(wildcards=None, experiments=None, by_name=False, panels=())
     for inst in GRID if experiments is None else experiments:
         cfg = EXPERIMENTS[inst]
         runs[inst] = {
-            "experiment": cfg["name"] if by_name else inst,
-            "seed": cfg["seed"],
+            "experiment": cfg.name if by_name else inst,
+            "seed": cfg.seed,
             "rounds_run": rounds_run(inst),
         }
     pairs = comparison_pairs(COMPARISONS, panels)
     if not by_name:
         pairs = [
             {
-                "experiment": instance_of(p["experiment"], cfg["seed"]),
-                "reference": instance_of(p["reference"], cfg["seed"]),
+                "experiment": instance_of(p["experiment"], cfg.seed),
+                "reference": instance_of(p["reference"], cfg.seed),
             }
             for p in pairs
             for inst, cfg in EXPERIMENTS.items()
-            if cfg["name"] == p["experiment"]
+            if cfg.name == p["experiment"]
             and inst in runs
-            and any(c["name"] == p["reference"] and c["seed"] == cfg["seed"] for c in EXPERIMENTS.values())
+            and any(c.name == p["reference"] and c.seed == cfg.seed for c in EXPERIMENTS.values())
         ]
     return plan_comparisons(runs, pairs, samples_path)
 
@@ -462,7 +417,7 @@ def removal_inputs(wildcards):
 
 def removal_files(experiments=None):
     """storage.keep_round_models: reported: each finished chain's removal record."""
-    if STORAGE["keep_round_models"] != "reported":
+    if STORAGE.keep_round_models != "reported":
         return []
     return [f"results/{exp}/round_models_removed.json" for exp in (GRID if experiments is None else experiments)]
 
@@ -484,12 +439,12 @@ def final_outputs():
 # `snakemake paper`: the grid's experiments and the included ablations, every seed.
 PAPER_DIR = f"results/paper/{config['run_name']}" if config.get("run_name") else "results/paper"
 PAPER_EXPERIMENTS = list(EXPERIMENTS)
-PAPER_MAIN = PAPER.get("main") or list(config["experiments"])
+PAPER_MAIN = list(PAPER.main or config["experiments"])
 
 
 def paper_instances():
     """Instance name -> [experiment name, seed], for the per-seed table."""
-    return {i: [cfg["name"], cfg["seed"]] for i, cfg in EXPERIMENTS.items()}
+    return {i: [cfg.name, cfg.seed] for i, cfg in EXPERIMENTS.items()}
 
 
 def paper_figures():

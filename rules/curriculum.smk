@@ -22,8 +22,8 @@ rule score_pool_difficulty:
         gpu=resources_of("score_pool_difficulty")["gpu"],
     params:
         curriculum=curriculum_of,
-        prompt_budget=lambda w: experiment(w)["prompt_budget"],
-        max_length=lambda w: experiment(w)["train"]["max_length"],
+        prompt_budget=lambda w: experiment(w).prompt_budget,
+        max_length=lambda w: experiment(w).train.max_length,
         seed=seed_of,
         layout=LAYOUT,
     script:
@@ -49,7 +49,7 @@ rule score_round_difficulty:
         gpu=resources_of("score_round_difficulty")["gpu"],
     params:
         curriculum=curriculum_of,
-        max_length=lambda w: experiment(w)["train"]["max_length"],
+        max_length=lambda w: experiment(w).train.max_length,
         seed=seed_of,
         layout=LAYOUT,
     script:

@@ -18,6 +18,6 @@ rule filter_responses:
         mem_mb=1000,
         gpu=0,
     params:
-        settings=lambda w: experiment(w)["filter"],
+        settings=lambda w: experiment(w).filter.to_dict(),
     script:
         "../workflow/scripts/filter_responses.py"

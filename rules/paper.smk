@@ -64,7 +64,7 @@ rule write_paper_tables:
     params:
         instances=paper_instances(),
         main=PAPER_MAIN,
-        model_round=PAPER["model_round"],
+        model_round=PAPER.model_round,
         judge=JUDGE_IN_TABLE,
     script:
         "../workflow/scripts/write_paper_tables.py"
@@ -116,7 +116,7 @@ rule plot_paper_figures:
         instances=paper_instances(),
         main=PAPER_MAIN,
         panels=PAPER_PANELS,
-        model_round=PAPER["model_round"],
+        model_round=PAPER.model_round,
     script:
         "../workflow/scripts/plot_paper_figures.py"
 

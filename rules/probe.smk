@@ -6,7 +6,7 @@
 rule probe_model:
     input:
         model=eval_model,
-        prompts=PROBE.get("prompts") or [],
+        prompts=PROBE.prompts or [],
         principles=config["principles"],
     output:
         answers="results/{exp}/probe/round{k}.jsonl",
@@ -22,7 +22,7 @@ rule probe_model:
         mem_mb=resources_of("probe_model")["mem_mb"],
         gpu=resources_of("probe_model")["gpu"],
     params:
-        settings=PROBE,
+        settings=PROBE.to_dict(),
         seed=seed_of,
         layout=LAYOUT,
     script:
@@ -32,7 +32,7 @@ rule probe_model:
 rule judge_answers:
     input:
         answers=judge_inputs,
-        judge_model=JUDGE.get("model") or BASE_MODEL_DIR if JUDGE["kind"] == "local" else [],
+        judge_model=JUDGE.model or BASE_MODEL_DIR if JUDGE.kind == "local" else [],
     output:
         "results/{exp}/judge.json",
     log:
@@ -47,7 +47,7 @@ rule judge_answers:
         gpu=resources_of("judge_answers")["gpu"],
     params:
         comparisons=lambda w: [(k, label, cand, ref) for k, label, cand, ref in judge_comparisons(w.exp)],
-        settings=JUDGE,
+        settings=JUDGE.to_dict(),
         layout=JUDGE_LAYOUT,
     script:
         "../workflow/scripts/judge_answers.py"

@@ -19,6 +19,6 @@ rule remove_round_models:
         mem_mb=500,
         gpu=0,
     params:
-        model_round=PAPER["model_round"],
+        model_round=PAPER.model_round,
     script:
         "../workflow/scripts/remove_round_models.py"

@@ -21,7 +21,7 @@ rule train_model:
         mem_mb=resources_of("train_model")["mem_mb"],
         gpu=resources_of("train_model")["gpu"],
     params:
-        settings=lambda w: experiment(w)["train"],
+        settings=lambda w: experiment(w).train.to_dict(),
         curriculum=curriculum_of,
         round=round_of,
         seed=seed_of,

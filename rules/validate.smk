@@ -23,8 +23,8 @@ rule validate_model:
         gpu=resources_of("validate_model")["gpu"],
     params:
         settings=lambda w: early_stop_of(w.exp),
-        batch_size=EVALUATION["batch_size"],
-        limit=EVALUATION.get("limit"),
+        batch_size=EVALUATION.batch_size,
+        limit=EVALUATION.limit,
         seed=seed_of,
         layout=LAYOUT,
     script:
@@ -67,6 +67,6 @@ rule write_stop_record:
         gpu=0,
     params:
         settings=lambda w: early_stop_of(w.exp),
-        rounds=lambda w: EXPERIMENTS[w.exp]["rounds"],
+        rounds=lambda w: EXPERIMENTS[w.exp].rounds,
     script:
         "../workflow/scripts/write_stop_record.py"

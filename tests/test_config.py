@@ -10,10 +10,8 @@ import yaml
 
 from soft.config import (
     extend_config,
-    check_evaluation,
     BASE_MODEL_EXP,
     check_moved_keys,
-    check_pool_sizes,
     deep_merge,
     evaluation_settings,
     load_schema,
@@ -23,6 +21,7 @@ from soft.config import (
     validate_schema,
 )
 from soft.errors import SoftError
+from soft.preflight import check_evaluation, check_pool_sizes
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -561,7 +560,7 @@ with SnakemakeApi(OutputSettings(quiet={"all"})) as api:
     g = wf._workflow.globals
     print(json.dumps({"train": train.settings(w), "seed": train.seed(w), "layout": train.layout,
                       "generation": generate.settings(w), "icl": generate.icl(w),
-                      "experiment": g["EXPERIMENTS"][instance], "evaluation": g["EVALUATION"]}))
+                      "experiment": g["EXPERIMENTS"][instance].to_dict(), "evaluation": g["EVALUATION"].to_dict()}))
 """
 
 

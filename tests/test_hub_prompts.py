@@ -17,13 +17,13 @@ from test_dag import Plan, assert_refused, dry_run, write_config
 from soft.config import (
     HUB_POOL,
     HUB_POOL_STATS,
-    check_pool_sizes,
     load_schema,
     prompt_source,
     prompts_file,
     resolve_experiments,
     validate_schema,
 )
+from soft.preflight import check_pool_sizes
 from soft.errors import SoftError
 from soft.prompts.hub import convert_rows, fetch_hub_pool, hub_records, known_pool_size, read_rows
 from soft.prompts.split import budget_prompts

@@ -10,8 +10,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from soft.config import (check_evaluation, evaluation_settings, extend_config, load_schema, resolve_experiments,
-                         validate_schema)
+from soft.config import evaluation_settings, extend_config, load_schema, resolve_experiments, validate_schema
+from soft.preflight import check_evaluation
 from soft.probe.diagnostics import read_validation
 from soft.errors import SoftError
 from soft.io import read_jsonl

@@ -10,7 +10,8 @@ from test_dag import Plan, dry_run, write_config
 
 from soft.config import load_schema
 from soft.errors import SoftError
-from soft.storage.round_models import remove_round_models, storage_settings
+from soft.config import storage_settings
+from soft.storage.round_models import remove_round_models
 
 
 def chain(tmp_path, rounds):

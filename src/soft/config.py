@@ -11,15 +11,18 @@ import copy
 import difflib
 import hashlib
 import json
-import os
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
 
 import jsonschema
 import yaml
 
 from soft.errors import SoftError
 from soft.io import yaml_problem
+
+if TYPE_CHECKING:
+    from soft.settings import Run
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema" / "config.schema.yaml"
 # Round 0's evaluation lives under this name, shared by every experiment.
@@ -379,46 +382,6 @@ def check_experiment(name: str, exp: dict) -> None:
         )
 
 
-def check_pool_sizes(experiments: dict[str, dict], n_prompts: int | None, n_exemplars: int,
-                     prompts_file: str, exemplars_file: str) -> None:
-    """Checks that need the input files: budget fits the prompt pool, and
-    icl.shots <= icl.pool_size <= the exemplars in the file. n_prompts None = the pool's
-    size is unknown until a job fetches it (prompts.source: hub): the budget is then
-    checked when the prompts are split."""
-    for name, exp in experiments.items():
-        key = f"config key 'experiments.{name}"
-        if n_prompts is not None and exp["prompt_budget"] > n_prompts:
-            raise SoftError(
-                f"{key}.prompt_budget': {exp['prompt_budget']} prompts "
-                f"asked but {prompts_file} holds only {n_prompts}"
-            )
-        icl = exp["icl"]
-        shots, pool_size = icl["shots"], icl.get("pool_size")
-        if pool_size is not None and pool_size > n_exemplars:
-            raise SoftError(
-                f"{key}.icl.pool_size': a pool of {pool_size} exemplars asked but "
-                f"{exemplars_file} holds only {n_exemplars}"
-            )
-        pool = n_exemplars if pool_size is None else pool_size
-        if shots > pool:
-            # Growing pools only grow from round 2 on: round 1 must fit the base pool.
-            where = f"{exemplars_file} holds only" if pool_size is None else "icl.pool_size is"
-            raise SoftError(f"{key}.icl.shots': {shots} exemplars per prompt but {where} {pool}")
-
-
-def check_train_gpus(experiments: dict[str, dict], train_gpus: int) -> None:
-    """QLoRA without a GPU trains on the CPU (bitsandbytes 0.50 has CPU 4-bit kernels): with
-    resources.train_model.gpu 0 bitsandbytes must import here, or its jobs would fail after
-    hours of generation. Checked when the DAG is built, once."""
-    from soft.train.finetune import check_bitsandbytes
-
-    for name, exp in experiments.items():
-        if exp["train"]["method"] == "qlora" and train_gpus < 1:
-            check_bitsandbytes(f"config key 'experiments.{name}.train.method' (resources.train_model.gpu is "
-                               f"{train_gpus}, so QLoRA trains on the CPU)")
-            return
-
-
 SELF_INSTRUCT_POOL = "results/prompt_pool/self_instruct.jsonl"
 HUB_POOL = "results/prompt_pool/hub.jsonl"
 HUB_POOL_STATS = "results/prompt_pool/hub_stats.json"
@@ -456,63 +419,23 @@ def rule_resources(config: dict, rule: str, schema: dict | None = None) -> dict:
     return deep_merge(default, (config.get("resources") or {}).get(rule) or {})
 
 
+KEEP_MODES = ("all", "reported")  # storage.keep_round_models (soft.storage)
+
+
+def storage_settings(config: dict, schema: dict | None = None) -> dict:
+    schema = schema or load_schema()
+    default = schema_defaults(schema["properties"]["storage"], schema["$defs"])
+    settings = deep_merge(default, config.get("storage") or {})
+    if settings["keep_round_models"] not in KEEP_MODES:
+        raise SoftError(f"config key 'storage.keep_round_models': {settings['keep_round_models']!r} is not one "
+                        f"of {', '.join(KEEP_MODES)}")
+    return settings
+
+
 def evaluation_settings(config: dict, schema: dict | None = None) -> dict:
     schema = schema or load_schema()
     default = schema_defaults(schema["properties"]["evaluation"], schema["$defs"])
     return deep_merge(default, config.get("evaluation") or {})
-
-
-def check_evaluation(evaluation: dict, experiments: dict[str, dict]) -> None:
-    """Probe and judge settings that only make sense together, checked at DAG build (a
-    judge endpoint without its key variable would otherwise fail after the whole chain)."""
-    from soft.records import read_prompts
-
-    both = sorted(set(evaluation.get("tasks") or []) & set(evaluation.get("raw_tasks") or []))
-    if both:
-        raise SoftError(f"config keys 'evaluation.tasks' and 'evaluation.raw_tasks' both name {', '.join(both)}; "
-                        f"a task is scored in one view (layout or raw)")
-    if not evaluation.get("tasks") and not evaluation.get("raw_tasks"):
-        raise SoftError("config keys 'evaluation.tasks' and 'evaluation.raw_tasks' are both empty")
-    probe, judge = evaluation["probe"], evaluation["judge"]
-    if probe.get("prompts") is not None:
-        read_prompts(probe["prompts"])
-    kind = judge["kind"]
-    if kind == "none":
-        return
-    if probe.get("prompts") is None:
-        raise SoftError("config key 'evaluation.judge.kind': the judge compares answers to "
-                        "evaluation.probe.prompts, which is null")
-    if kind == "endpoint":
-        from soft.probe.judge import check_endpoint_url
-
-        for field in ("url", "model"):
-            if not judge.get(field):
-                raise SoftError(f"config key 'evaluation.judge.{field}': needed by judge kind endpoint")
-        check_endpoint_url(judge["url"])
-        # no key variable: an endpoint without authentication (a local `vllm serve`)
-        if judge.get("api_key_env") and not os.environ.get(judge["api_key_env"]):
-            raise SoftError(f"config key 'evaluation.judge.api_key_env': environment variable "
-                            f"{judge['api_key_env']} is not set")
-    elif judge.get("model") is not None:
-        from soft.models import check_model_dir
-
-        if not Path(judge["model"]).is_dir():
-            raise SoftError(f"config key 'evaluation.judge.model': {judge['model']}: model folder not found")
-        try:  # what the judge job's loader checks, now
-            check_model_dir(judge["model"], need_tokenizer=True)
-        except SoftError as e:
-            raise SoftError(f"config key 'evaluation.judge.model': {e}") from None
-    ref = judge.get("reference")
-    if ref is not None and ref not in experiments:
-        raise SoftError(f"config key 'evaluation.judge.reference': no experiment named {ref!r} "
-                        f"(experiments: {', '.join(experiments)})")
-
-
-def check_paper(paper: dict, experiments: dict[str, dict]) -> None:
-    for name in paper.get("main") or []:
-        if name not in experiments:
-            raise SoftError(f"config key 'paper.main': no experiment named {name!r} "
-                            f"(experiments: {', '.join(experiments)})")
 
 
 def config_hash(obj: Any) -> str:
@@ -542,25 +465,50 @@ def load_config(configfile: str | Path, schema: dict | None = None) -> dict:
     return config
 
 
-def resolve(config: dict, schema: dict | None = None) -> dict:
-    """Every setting the jobs of a (schema-checked) config receive, resolved once: the
-    paper settings and panels, each experiment (schema defaults <- `defaults` <- its
-    overrides <- `paper.include`) by name and once per seed (`experiments`: instance ->
-    settings, what every job of that instance is given), the grid's instances, the prompt
-    source, the evaluation settings and the layout every stage but principle-driven
-    generation uses. rules/common.smk calls this once; `python -m soft.config show` prints
-    it for one instance."""
+def resolve(config: dict, schema: dict | None = None) -> "Run":
+    """Every setting the jobs of a (schema-checked) config receive, resolved once, typed
+    (soft.settings): the paper settings and panels, each experiment (schema defaults <-
+    `defaults` <- its overrides <- `paper.include`) by name and once per seed
+    (`experiments`: instance -> settings, what every job of that instance is given), the
+    grid's instances, the prompt source, the evaluation and storage settings, and the
+    layout every stage but principle-driven generation uses. rules/common.smk calls this
+    once; `python -m soft.config show` prints it for one instance."""
     from soft.layouts import layout_settings
+    from soft.settings import Evaluation, Experiment, Paper, Run, Storage, freeze
 
     schema = schema or load_schema()
     paper = paper_settings(config, schema)
     all_experiments, panels = included_experiments(config, paper, schema)
     named = resolve_experiments({**config, "experiments": all_experiments}, schema)
     instances = seed_instances(named, config.get("seeds"), config.get("seed", 0))
-    return {"paper": paper, "paper_panels": panels, "named_experiments": named, "experiments": instances,
-            "grid": [i for i, cfg in instances.items() if cfg["name"] in config["experiments"]],
-            "prompt_source": prompt_source(config, schema), "evaluation": evaluation_settings(config, schema),
-            "layout": layout_settings(config["base_model"])}
+    return Run(paper=Paper.from_dict(paper, "paper"), paper_panels=freeze(panels),
+               named_experiments=MappingProxyType({n: Experiment.from_dict(e, f"experiments.{n}")
+                                                   for n, e in named.items()}),
+               experiments=MappingProxyType({i: Experiment.from_dict(e, f"experiments.{e['name']}")
+                                             for i, e in instances.items()}),
+               grid=tuple(i for i, cfg in instances.items() if cfg["name"] in config["experiments"]),
+               prompt_source=freeze(prompt_source(config, schema)),
+               evaluation=Evaluation.from_dict(evaluation_settings(config, schema), "evaluation"),
+               storage=Storage.from_dict(storage_settings(config, schema), "storage"),
+               layout=freeze(layout_settings(config["base_model"])))
+
+
+def section_settings(cls: type, path: str, settings: Any, schema: dict | None = None):
+    """Typed settings of one config section (`path`: "train", "train.lora" inside an
+    experiment; "evaluation.probe" from the top), as a job or a test gives them: an
+    instance as is; a mapping over the section's schema defaults (keys with no default
+    must be given)."""
+    if isinstance(settings, cls):
+        return settings
+    schema = schema or load_schema()
+    parts = path.split(".")
+    if parts[0] in schema["properties"]:
+        node, parts = schema["properties"][parts[0]], parts[1:]
+    else:
+        node = schema["$defs"]["experiment"]
+    for part in parts:
+        node = node["properties"][part]
+    return cls.from_dict(deep_merge(schema_defaults(node, schema["$defs"]) or {}, dict(settings)), path)
 
 
 def show(config: dict, instance: str, schema: dict | None = None) -> dict:
@@ -568,11 +516,12 @@ def show(config: dict, instance: str, schema: dict | None = None) -> dict:
     layout, the prompt source, and the resources of every rule the config names."""
     schema = schema or load_schema()
     run = resolve(config, schema)
-    if instance not in run["experiments"]:
+    if instance not in run.experiments:
         raise SoftError(f"no experiment instance {instance!r} in this config; it has "
-                        f"{', '.join(run['experiments'])}")
-    return {"experiment": {"instance": instance, **run["experiments"][instance]},
-            "evaluation": run["evaluation"], "layout": run["layout"], "prompt_source": run["prompt_source"],
+                        f"{', '.join(run.experiments)}")
+    out = run.to_dict()
+    return {"experiment": {"instance": instance, **out["experiments"][instance]},
+            "evaluation": out["evaluation"], "layout": out["layout"], "prompt_source": out["prompt_source"],
             "resources": {rule: rule_resources(config, rule, schema) for rule in (config.get("resources") or {})}}
 
 
@@ -591,9 +540,9 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(a.configfile)
         if a.instance is None:
             run = resolve(config)
-            for name, cfg in run["experiments"].items():
-                where = "grid" if name in run["grid"] else "paper.include"
-                print(f"{name}\t{cfg['rounds']} rounds, seed {cfg['seed']} ({where})")
+            for name, exp in run.experiments.items():
+                where = "grid" if name in run.grid else "paper.include"
+                print(f"{name}\t{exp.rounds} rounds, seed {exp.seed} ({where})")
             return 0
         print(json.dumps(show(config, a.instance), indent=1, sort_keys=True))
     except SoftError as e:

@@ -42,6 +42,7 @@ import urllib.request
 from pathlib import Path
 
 from soft.errors import SoftError
+from soft.settings import Judge
 
 log = logging.getLogger(__name__)
 
@@ -374,16 +375,19 @@ def check_endpoint_url(url) -> None:
                         f"(e.g. http://localhost:8000/v1/chat/completions)")
 
 
-def make_judge(settings: dict, local_model_dir: str | None, layout: dict | None = None):
+def make_judge(settings: Judge | dict, local_model_dir: str | None, layout: dict | None = None):
     """The judge the config names (evaluation.judge); `layout` is the local judge's
     (soft.layouts.layout_settings)."""
-    if settings["kind"] == "endpoint":
-        return EndpointJudge(settings["url"], settings["model"], settings["api_key_env"])
-    if settings["kind"] == "local":
+    from soft.config import section_settings
+
+    settings = section_settings(Judge, "evaluation.judge", settings)
+    if settings.kind == "endpoint":
+        return EndpointJudge(settings.url, settings.model, settings.api_key_env)
+    if settings.kind == "local":
         if not local_model_dir:
             raise SoftError("config key 'evaluation.judge.model': no local judge model folder")
-        return LocalJudge(local_model_dir, batch_size=settings.get("batch_size", 4), layout=layout)
-    raise SoftError(f"config key 'evaluation.judge.kind': {settings['kind']!r} judges nothing")
+        return LocalJudge(local_model_dir, batch_size=settings.batch_size, layout=layout)
+    raise SoftError(f"config key 'evaluation.judge.kind': {settings.kind!r} judges nothing")
 
 
 def _answers(path) -> dict[str, dict]:

@@ -20,21 +20,6 @@ from pathlib import Path
 from soft.errors import SoftError
 from soft.paper.summary import selected_rounds
 
-KEEP_MODES = ("all", "reported")
-
-
-def storage_settings(config: dict, schema: dict | None = None) -> dict:
-    from soft.config import deep_merge, load_schema, schema_defaults
-
-    schema = schema or load_schema()
-    default = schema_defaults(schema["properties"]["storage"], schema["$defs"])
-    settings = deep_merge(default, config.get("storage") or {})
-    if settings["keep_round_models"] not in KEEP_MODES:
-        raise SoftError(f"config key 'storage.keep_round_models': {settings['keep_round_models']!r} is not one "
-                        f"of {', '.join(KEEP_MODES)}")
-    return settings
-
-
 def reported_round(stop: dict, model_round: str, where: str = "stop.json") -> int:
     """The round the paper's tables report for this chain (soft.paper.summary.selected_rounds)."""
     try:

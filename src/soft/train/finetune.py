@@ -31,12 +31,21 @@ from soft.io import atomic_path, sha256_file, write_json
 from soft.layouts import Layout
 from soft.precision import decide
 from soft.principles import Principles, training_messages
+from soft.settings import Lora, Train
 
 log = logging.getLogger(__name__)
 
 MODEL_CARD = "soft_model_card.json"
 JOB_FINGERPRINT = "soft_job.json"
 METHODS = ("lora", "full", "qlora")
+
+
+def train_settings(settings: Train | dict) -> Train:
+    """The train section typed: as the job gives it (the resolved mapping, Snakemake's
+    param) or, in tests and the bench, a mapping over the schema's defaults."""
+    from soft.config import section_settings
+
+    return section_settings(Train, "train", settings)
 
 
 def clip_tokens(tokenizer, text: str, limit: int | None, keep: str) -> str:
@@ -60,12 +69,14 @@ def training_row(principles: Principles, prompt: str, response: str, layout: Lay
             "completion": response + layout.answer_suffix(tokenizer)}
 
 
-def build_dataset(records: list[dict], principles: Principles, tokenizer=None, train_cfg: dict | None = None,
+def build_dataset(records: list[dict], principles: Principles, tokenizer=None, train_cfg: Train | dict | None = None,
                   layout: Layout | None = None):
     from datasets import Dataset
 
-    cfg = train_cfg or {}
-    max_prompt, max_answer = cfg.get("max_prompt_length"), cfg.get("max_answer_length")
+    max_prompt = max_answer = None
+    if train_cfg is not None:
+        cfg = train_settings(train_cfg)
+        max_prompt, max_answer = cfg.max_prompt_length, cfg.max_answer_length
     rows = []
     for r in records:
         prompt, response = r["prompt"], r["response"]
@@ -76,11 +87,12 @@ def build_dataset(records: list[dict], principles: Principles, tokenizer=None, t
     return Dataset.from_list(rows)
 
 
-def lora_config(cfg: dict):
+def lora_config(cfg: Lora):
     from peft import LoraConfig
 
-    return LoraConfig(r=cfg["r"], lora_alpha=cfg["alpha"], lora_dropout=cfg["dropout"],
-                      target_modules=cfg["target_modules"], task_type="CAUSAL_LM")
+    modules = cfg.target_modules if isinstance(cfg.target_modules, str) else list(cfg.target_modules)
+    return LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=modules,
+                      task_type="CAUSAL_LM")
 
 
 def check_train_method(method: str) -> None:
@@ -110,29 +122,29 @@ def qlora_compute_dtype(device: str, flags=None):
     return decide("auto", device, flags=flags, key="train.precision (qlora compute dtype)").torch_dtype
 
 
-def warmup_steps(train_cfg: dict, n_examples: int, world_size: int = 1) -> int:
+def warmup_steps(train_cfg: Train, n_examples: int, world_size: int = 1) -> int:
     """Warm-up steps, rounded down: a small round must not spend its only step at lr 0."""
-    per_step = train_cfg["batch_size"] * train_cfg["grad_accum"] * world_size
+    per_step = train_cfg.batch_size * train_cfg.grad_accum * world_size
     per_epoch = math.ceil(n_examples / per_step)
-    return int(train_cfg["warmup_ratio"] * math.ceil(per_epoch * train_cfg["epochs"]))
+    return int(train_cfg.warmup_ratio * math.ceil(per_epoch * train_cfg.epochs))
 
 
-def sft_config(train_cfg: dict, work_dir: Path, seed: int, device: str, n_examples: int,
+def sft_config(train_cfg: Train, work_dir: Path, seed: int, device: str, n_examples: int,
                ordered: bool = False, world_size: int = 1, bf16: bool = False):
     """TRL's settings for one round. `bf16`: train under bf16 autocast (train.precision),
     on the CPU too; the weights and the optimiser stay fp32."""
     from trl import SFTConfig
 
-    save_steps = train_cfg.get("save_steps", 0)
+    save_steps = train_cfg.save_steps
     return SFTConfig(
         output_dir=str(work_dir),
-        num_train_epochs=train_cfg["epochs"],
-        per_device_train_batch_size=train_cfg["batch_size"],
-        gradient_accumulation_steps=train_cfg["grad_accum"],
-        learning_rate=train_cfg["learning_rate"],
-        lr_scheduler_type=train_cfg["lr_scheduler"],
+        num_train_epochs=train_cfg.epochs,
+        per_device_train_batch_size=train_cfg.batch_size,
+        gradient_accumulation_steps=train_cfg.grad_accum,
+        learning_rate=train_cfg.learning_rate,
+        lr_scheduler_type=train_cfg.lr_scheduler,
         warmup_steps=warmup_steps(train_cfg, n_examples, world_size),
-        max_length=train_cfg["max_length"],
+        max_length=train_cfg.max_length,
         completion_only_loss=True,
         # A curriculum is an order: the default random sampler would undo it.
         train_sampling_strategy="sequential" if ordered else "random",
@@ -147,7 +159,7 @@ def sft_config(train_cfg: dict, work_dir: Path, seed: int, device: str, n_exampl
         bf16=bf16,
         dataloader_num_workers=0,
         # about a third more compute for less than half the memory (config key)
-        activation_checkpointing=bool(train_cfg.get("gradient_checkpointing", True)),
+        activation_checkpointing=train_cfg.gradient_checkpointing,
         disable_tqdm=True,
         ddp_find_unused_parameters=False if world_size > 1 else None,
     )
@@ -260,7 +272,8 @@ def train_model(records: list[dict], init_dir: str | Path, out_dir: str | Path, 
 
     if not records:
         raise SoftError("no training records")
-    method = train_cfg["method"]
+    train_cfg = train_settings(train_cfg)
+    method = train_cfg.method
     check_train_method(method)
     rank, world_size = _world()
     tokenizer = load_tokenizer(init_dir, padding_side="right")
@@ -270,7 +283,7 @@ def train_model(records: list[dict], init_dir: str | Path, out_dir: str | Path, 
     fingerprint = {k: card[k] for k in ("init", "data", "seed", "train", "train_order", "layout") if k in card}
     set_seed(seed)
     device = pick_device()
-    precision = decide(train_cfg.get("precision", "fp32"), device, key="train.precision")
+    precision = decide(train_cfg.precision, device, key="train.precision")
     card["precision"] = precision.describe()
     work_dir = Path(work_dir)
     resume = prepare_work_dir(work_dir, fingerprint) if rank == 0 else None
@@ -290,7 +303,7 @@ def train_model(records: list[dict], init_dir: str | Path, out_dir: str | Path, 
                         bf16=precision.used == "bf16" and method != "qlora"),
         train_dataset=build_dataset(records, principles, tokenizer, train_cfg, lay),
         processing_class=tokenizer,
-        peft_config=lora_config(train_cfg["lora"]) if method in ("lora", "qlora") else None,
+        peft_config=lora_config(train_cfg.lora) if method in ("lora", "qlora") else None,
         callbacks=[*(callbacks or []), counter],
     )
     if device == "cpu":
