@@ -44,10 +44,11 @@ PROMPTS_FILE = INPUTS.prompts_file
 LAYOUT = thaw(RUN.layout)
 SEED = config.get("seed", 0)
 # What lm-eval's result depends on (the probe and judge settings are not).
+_EVALUATION_MAPPING = EVALUATION.to_dict()
 LM_EVAL_SETTINGS = {
-    k: EVALUATION.to_dict()[k]
+    k: _EVALUATION_MAPPING[k]
     for k in ("tasks", "raw_tasks", "batch_size", "limit", "model_class", "precision")
-    if k in EVALUATION.to_dict()
+    if k in _EVALUATION_MAPPING
 }
 PROBE = EVALUATION.probe
 JUDGE = EVALUATION.judge

@@ -13,7 +13,7 @@ from soft.config import HUB_POOL_STATS, prompts_file, rule_resources
 from soft.errors import SoftError
 from soft.principles import load_exemplars, load_principles
 from soft.records import read_prompts
-from soft.settings import Experiment, Run
+from soft.settings import Experiment, Run, thaw
 
 
 @dataclass(frozen=True)
@@ -139,7 +139,7 @@ def check_run(config: dict, run: Run, schema: dict) -> Inputs:
     from soft.resources.base_model import check_source_inputs
     from soft.resources.eval_tasks import check_local_sdist
 
-    source = run.to_dict()["prompt_source"]
+    source = thaw(run.prompt_source)
     path = prompts_file(source)
     n_prompts, prompts_label = prompt_pool_size(source, path)
     exemplars = load_exemplars(config["exemplars"])

@@ -20,6 +20,7 @@ from soft.errors import SoftError
 
 
 def freeze(value: Any) -> Any:
+    """Lists to tuples and mappings to read-only views, all the way down."""
     if isinstance(value, list | tuple):
         return tuple(freeze(v) for v in value)
     if isinstance(value, Mapping) and not isinstance(value, MappingProxyType):
@@ -28,6 +29,7 @@ def freeze(value: Any) -> Any:
 
 
 def thaw(value: Any) -> Any:
+    """The plain lists and dicts back (a section as its to_dict())."""
     if isinstance(value, Section):
         return value.to_dict()
     if isinstance(value, tuple):
